@@ -1,0 +1,154 @@
+/**
+ * Event -> SSE frame bytes, per the WHATWG HTML "Server-sent events" section.
+ * Pure: no I/O. Everything that can inject a field is refused here, before a
+ * byte is written anywhere.
+ */
+import {
+  FST_ERR_SSEHUB_EVENT_INVALID,
+  FST_ERR_SSEHUB_EVENT_TOO_LARGE,
+  FST_ERR_SSEHUB_FIELD_INVALID,
+  FST_ERR_SSEHUB_RETRY_INVALID
+} from './errors.js'
+
+/** One event as handed to `stream.send()` or yielded by an iterable. */
+export interface SseMessage {
+  /**
+   * The payload. A string is sent as is (split into one `data:` line per line;
+   * CR and CRLF arrive as LF, all the format can carry); anything else is sent
+   * as its `JSON.stringify`. Omitted: no `data:` line, so browsers dispatch
+   * nothing (an `id`-only or `retry`-only frame).
+   */
+  data?: unknown
+  /** The event name (`event:`); omitted or empty means the default `message`. No CR, LF or NUL. */
+  event?: string
+  /**
+   * The event id (`id:`), which the browser sends back as `Last-Event-ID`.
+   * An empty string resets the client's last id. No CR, LF or NUL; keep it to
+   * printable ASCII of at most 128 bytes so it survives the trip through the header.
+   */
+  id?: string | number
+  /** Reconnection delay in ms (`retry:`), a whole number from 0 to 2147483647. */
+  retry?: number
+  /** A comment line (`: text`) written before the fields; no CR or LF. */
+  comment?: string
+}
+
+/**
+ * Bytes ready for a connection. `chunk` is `body` wrapped as one HTTP/1.1
+ * chunk (`<hex>\r\n<body>\r\n`), for writing straight to a socket; `body` is
+ * a view into the same memory, for response objects that frame themselves.
+ */
+export interface Packet {
+  readonly chunk: Buffer
+  readonly body: Buffer
+}
+
+const BREAK = /[\r\n\0]/
+const LINE = /\r\n|\r|\n/
+const MAX_RETRY = 2 ** 31 - 1
+
+/** Throws a coded error if `value` contains CR, LF or NUL. */
+export function assertField (value: string, what: string): void {
+  if (BREAK.test(value)) throw new FST_ERR_SSEHUB_FIELD_INVALID(what)
+}
+
+/** Throws a coded error unless `ms` is a whole number of milliseconds the format and every client can carry. */
+export function assertRetry (ms: unknown): asserts ms is number {
+  if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 0 || ms > MAX_RETRY) {
+    throw new FST_ERR_SSEHUB_RETRY_INVALID(String(ms))
+  }
+}
+
+/** `data:` lines for a string payload: one per line, CR, LF and CRLF all counting as a break. */
+export function dataLines (data: string): string {
+  if (!/[\r\n]/.test(data)) return 'data: ' + data + '\n'
+  let out = ''
+  for (const line of data.split(LINE)) out += 'data: ' + line + '\n'
+  return out
+}
+
+/** A payload as the text of its `data:` lines: strings as is, anything else as JSON. */
+export function dataText (data: unknown): string {
+  if (typeof data === 'string') return data
+  let text: string | undefined
+  try {
+    text = JSON.stringify(data)
+  } catch (err) {
+    throw new FST_ERR_SSEHUB_EVENT_INVALID(`data could not be serialised as JSON (${(err as Error).message})`)
+  }
+  if (text === undefined) throw new FST_ERR_SSEHUB_EVENT_INVALID(`data of type ${typeof data} has no JSON form`)
+  return text
+}
+
+/**
+ * The frame text of one event, fields in the order comment, event, id, retry,
+ * data, ended by a blank line. Always a space after the colon, so a leading
+ * space in a value survives the parser's removal of exactly one.
+ */
+export function frameText (message: SseMessage | string): string {
+  if (typeof message === 'string') return dataLines(message) + '\n'
+  if (message === null || typeof message !== 'object') {
+    throw new FST_ERR_SSEHUB_EVENT_INVALID(`expected an object like { event, data, id } or a string, got ${message === null ? 'null' : typeof message}`)
+  }
+  let out = ''
+  const { comment, event, id, retry, data } = message
+  if (comment !== undefined) out += commentText(comment)
+  if (event !== undefined && event !== '') {
+    if (typeof event !== 'string') throw new FST_ERR_SSEHUB_EVENT_INVALID('event must be a string')
+    assertField(event, 'an event name')
+    out += 'event: ' + event + '\n'
+  }
+  if (id !== undefined) {
+    const text = typeof id === 'number' ? String(id) : id
+    if (typeof text !== 'string') throw new FST_ERR_SSEHUB_EVENT_INVALID('id must be a string or a number')
+    assertField(text, 'an event id')
+    out += 'id: ' + text + '\n'
+  }
+  if (retry !== undefined) {
+    assertRetry(retry)
+    out += 'retry: ' + retry + '\n'
+  }
+  if (data !== undefined) out += dataLines(dataText(data))
+  return out + '\n'
+}
+
+/** A comment line (no blank line after it), refused if it holds CR, LF or NUL. */
+export function commentText (text: string): string {
+  if (typeof text !== 'string') throw new FST_ERR_SSEHUB_EVENT_INVALID('a comment must be a string')
+  assertField(text, 'a comment')
+  return text === '' ? ':\n' : ': ' + text + '\n'
+}
+
+/**
+ * Encodes one event to UTF-8 bytes, refusing it with a coded error when it is
+ * larger than `maxBytes` once framed. Lone surrogates become U+FFFD.
+ */
+export function encode (message: SseMessage | string, maxBytes: number): Buffer {
+  const text = frameText(message)
+  // UTF-8 never takes fewer bytes than UTF-16 code units, so a string this
+  // long is over the limit without paying for its encoding.
+  if (text.length > maxBytes) throw new FST_ERR_SSEHUB_EVENT_TOO_LARGE(Buffer.byteLength(text), maxBytes)
+  const bytes = Buffer.from(text, 'utf8')
+  if (bytes.length > maxBytes) throw new FST_ERR_SSEHUB_EVENT_TOO_LARGE(bytes.length, maxBytes)
+  return bytes
+}
+
+/**
+ * One packet from several frames: a single allocation holding the HTTP/1.1
+ * chunk header, the frames back to back and the chunk trailer.
+ */
+export function packetOf (frames: readonly Buffer[], bytes: number): Packet {
+  const head = bytes.toString(16) + '\r\n'
+  const chunk = Buffer.allocUnsafe(head.length + bytes + 2)
+  let at = chunk.write(head, 0, 'latin1')
+  const start = at
+  for (let i = 0; i < frames.length; i++) at += frames[i].copy(chunk, at)
+  chunk[at] = 13
+  chunk[at + 1] = 10
+  return { chunk, body: chunk.subarray(start, at) }
+}
+
+/** One packet from one frame. */
+export function packet (frame: Buffer): Packet {
+  return packetOf([frame], frame.length)
+}

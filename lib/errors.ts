@@ -1,0 +1,46 @@
+/**
+ * Every error this package throws, in one place. Each constant is named
+ * exactly like its code; each message starts with the package name and says
+ * how to fix the problem.
+ */
+import createError from '@fastify/error'
+
+/** An option given to `register()` is of the wrong type or out of range. */
+export const FST_ERR_SSEHUB_OPTION_INVALID = createError<'FST_ERR_SSEHUB_OPTION_INVALID', [string, string]>(
+  'FST_ERR_SSEHUB_OPTION_INVALID',
+  'fastify-sse-hub: option "%s" %s', 500, TypeError)
+
+/** The plugin was registered twice in the same encapsulation context. */
+export const FST_ERR_SSEHUB_ALREADY_REGISTERED = createError<'FST_ERR_SSEHUB_ALREADY_REGISTERED', []>(
+  'FST_ERR_SSEHUB_ALREADY_REGISTERED',
+  'fastify-sse-hub: the plugin is already registered in this context; register it once, at the root, and use fastify.sse everywhere', 500)
+
+/** `reply.sse()` was called on a reply that was already sent or hijacked. */
+export const FST_ERR_SSEHUB_REPLY_SENT = createError<'FST_ERR_SSEHUB_REPLY_SENT', []>(
+  'FST_ERR_SSEHUB_REPLY_SENT',
+  'fastify-sse-hub: reply.sse() was called on a reply that was already sent or hijacked; call it once per request, before any reply.send()', 500)
+
+/** `reply.sse()` was given something that is neither options nor an (async) iterable. */
+export const FST_ERR_SSEHUB_SOURCE_INVALID = createError<'FST_ERR_SSEHUB_SOURCE_INVALID', [string]>(
+  'FST_ERR_SSEHUB_SOURCE_INVALID',
+  'fastify-sse-hub: reply.sse() takes nothing, an options object or an (async) iterable of events, got %s', 500, TypeError)
+
+/** An event given to `send()` is not an object (or a string), or its data cannot be serialised. */
+export const FST_ERR_SSEHUB_EVENT_INVALID = createError<'FST_ERR_SSEHUB_EVENT_INVALID', [string]>(
+  'FST_ERR_SSEHUB_EVENT_INVALID',
+  'fastify-sse-hub: invalid event: %s', 500, TypeError)
+
+/** An `id`, `event` name or comment contains CR, LF or NUL, which would inject fields. */
+export const FST_ERR_SSEHUB_FIELD_INVALID = createError<'FST_ERR_SSEHUB_FIELD_INVALID', [string]>(
+  'FST_ERR_SSEHUB_FIELD_INVALID',
+  'fastify-sse-hub: %s must not contain CR, LF or NUL; strip or encode them before sending', 500, TypeError)
+
+/** A `retry` value is not a whole number of milliseconds in range. */
+export const FST_ERR_SSEHUB_RETRY_INVALID = createError<'FST_ERR_SSEHUB_RETRY_INVALID', [string]>(
+  'FST_ERR_SSEHUB_RETRY_INVALID',
+  'fastify-sse-hub: retry must be a whole number of milliseconds from 0 to 2147483647, got %s', 500, TypeError)
+
+/** An encoded event is larger than `maxEventBytes`. */
+export const FST_ERR_SSEHUB_EVENT_TOO_LARGE = createError<'FST_ERR_SSEHUB_EVENT_TOO_LARGE', [number, number]>(
+  'FST_ERR_SSEHUB_EVENT_TOO_LARGE',
+  'fastify-sse-hub: the event is %s bytes once framed, over maxEventBytes (%s); send less or raise the option', 413, RangeError)

@@ -1,0 +1,111 @@
+/**
+ * Plugin options: one frozen set of defaults, merged and checked once at
+ * `register()`. A bad option throws there with a coded error, never per request.
+ */
+import { FST_ERR_SSEHUB_OPTION_INVALID } from './errors.js'
+
+/** Options of `fastify.register(ssePlugin, options)`. */
+export interface SseHubOptions {
+  /**
+   * Milliseconds of silence after which a stream gets a `:` comment, so
+   * proxies and load balancers do not cut it as idle; `false` disables.
+   * One shared timer serves every stream; a stream is never silent longer
+   * than this, and streams that carry traffic get no pings.
+   * @default 15000
+   */
+  heartbeat?: number | false
+  /**
+   * Base reconnection delay in ms sent as `retry:` when a stream opens;
+   * `false` sends none (browsers then use their own default: 3 s in Chromium
+   * and Safari, 5 s in Firefox).
+   * @default 3000
+   */
+  retry?: number | false
+  /**
+   * Up to this many ms, chosen at random per stream, are added to `retry`,
+   * so clients cut off together do not come back together.
+   * @default 1000
+   */
+  retryJitter?: number
+  /**
+   * On `fastify.close()`, every stream is told `retry: retry + random(0..shutdownJitter)`
+   * before it ends, so a restarting fleet's clients return spread over this window.
+   * @default 10000
+   */
+  shutdownJitter?: number
+  /**
+   * Largest event, in bytes once framed, that `send()` or a publish accepts;
+   * a larger one is refused with `FST_ERR_SSEHUB_EVENT_TOO_LARGE` before
+   * anything is written.
+   * @default 1048576 (1 MiB)
+   */
+  maxEventBytes?: number
+  /**
+   * Unsent bytes a connection may hold before the server cuts it as a slow
+   * client (it reconnects and resumes). Must be at least `maxEventBytes`.
+   * A connection never holds more than this plus one write.
+   * @default 4194304 (4 MiB)
+   */
+  maxBufferedBytes?: number
+}
+
+/** The options after defaults and checks: every field present. */
+export interface NormalizedOptions {
+  readonly heartbeat: number | false
+  readonly retry: number | false
+  readonly retryJitter: number
+  readonly shutdownJitter: number
+  readonly maxEventBytes: number
+  readonly maxBufferedBytes: number
+}
+
+/** The defaults, frozen; documented on {@link SseHubOptions}. */
+export const defaults: NormalizedOptions = Object.freeze({
+  heartbeat: 15_000,
+  retry: 3_000,
+  retryJitter: 1_000,
+  shutdownJitter: 10_000,
+  maxEventBytes: 1024 * 1024,
+  maxBufferedBytes: 4 * 1024 * 1024
+})
+
+const MAX_MS = 2 ** 31 - 1
+
+function int (name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new FST_ERR_SSEHUB_OPTION_INVALID(name, `must be a whole number from ${min} to ${max}, got ${String(value)}`)
+  }
+  return value
+}
+
+function intOrFalse (name: string, value: unknown, min: number, max: number): number | false {
+  if (value === false) return false
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new FST_ERR_SSEHUB_OPTION_INVALID(name, `must be false or a whole number from ${min} to ${max}, got ${String(value)}`)
+  }
+  return value
+}
+
+/** Merges `options` over the defaults and checks every field. */
+export function normalizeOptions (options: SseHubOptions = {}): NormalizedOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new FST_ERR_SSEHUB_OPTION_INVALID('options', `must be an object, got ${options === null ? 'null' : typeof options}`)
+  }
+  const known = new Set(Object.keys(defaults))
+  for (const key of Object.keys(options)) {
+    if (!known.has(key)) throw new FST_ERR_SSEHUB_OPTION_INVALID(key, `is not an option; known options are ${[...known].join(', ')}`)
+  }
+  const o = { ...defaults, ...options }
+  const result: NormalizedOptions = {
+    heartbeat: intOrFalse('heartbeat', o.heartbeat, 10, MAX_MS),
+    retry: intOrFalse('retry', o.retry, 0, MAX_MS),
+    retryJitter: int('retryJitter', o.retryJitter, 0, MAX_MS),
+    shutdownJitter: int('shutdownJitter', o.shutdownJitter, 0, MAX_MS),
+    maxEventBytes: int('maxEventBytes', o.maxEventBytes, 64, 2 ** 30),
+    maxBufferedBytes: int('maxBufferedBytes', o.maxBufferedBytes, 64, 2 ** 32)
+  }
+  if (result.maxBufferedBytes < result.maxEventBytes) {
+    throw new FST_ERR_SSEHUB_OPTION_INVALID('maxBufferedBytes', `must be at least maxEventBytes (${result.maxEventBytes}), got ${result.maxBufferedBytes}`)
+  }
+  return Object.freeze(result)
+}

@@ -1,0 +1,149 @@
+/**
+ * Test helpers: a Fastify app on a real port, an SSE client over undici that
+ * parses with eventsource-parser (an independent oracle), and event-driven
+ * waits with bounded timeouts (never fixed sleeps).
+ */
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { request } from 'undici'
+import { createParser, type EventSourceMessage } from 'eventsource-parser'
+import { Writable } from 'node:stream'
+import ssePlugin, { type SseHubOptions } from '../../lib/index.js'
+
+/** The subset of tap's Test these helpers use. */
+export interface T {
+  teardown: (fn: () => unknown) => void
+}
+
+export interface LogLine { level: number, msg: string, [key: string]: unknown }
+
+/** A Fastify app with the plugin, logging to an array, listening on 127.0.0.1:0. */
+export async function makeApp (
+  t: T,
+  setup: (app: FastifyInstance) => void | Promise<void>,
+  options: { plugin?: SseHubOptions, fastify?: FastifyServerOptions, listen?: boolean } = {}
+): Promise<{ app: FastifyInstance, url: string, logs: LogLine[] }> {
+  const logs: LogLine[] = []
+  const stream = new Writable({
+    write (chunk, _enc, cb) {
+      for (const line of String(chunk).split('\n')) if (line !== '') logs.push(JSON.parse(line))
+      cb()
+    }
+  })
+  const app = Fastify({ logger: { level: 'info', stream }, ...options.fastify } as FastifyServerOptions) as unknown as FastifyInstance
+  t.teardown(() => app.close())
+  await app.register(ssePlugin, options.plugin ?? {})
+  await setup(app)
+  if (options.listen === false) {
+    await app.ready()
+    return { app, url: '', logs }
+  }
+  const address = await app.listen({ port: 0, host: '127.0.0.1' })
+  return { app, url: address, logs }
+}
+
+/** Resolves when `check()` turns true, re-checked whenever `subscribe` signals; rejects after `ms`. */
+export function waitFor (
+  what: string,
+  check: () => boolean,
+  subscribe: (wake: () => void) => () => void,
+  ms = 5_000
+): Promise<void> {
+  if (check()) return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      unsubscribe()
+      reject(new Error(`timed out after ${ms} ms waiting for ${what}`))
+    }, ms)
+    const unsubscribe = subscribe(() => {
+      if (!check()) return
+      clearTimeout(timer)
+      unsubscribe()
+      resolve()
+    })
+  })
+}
+
+/** Resolves with the first `event` emitted by `emitter`, or rejects after `ms`. */
+export function once (emitter: NodeJS.EventEmitter, event: string, ms = 5_000): Promise<unknown[]> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.removeListener(event, on)
+      reject(new Error(`timed out after ${ms} ms waiting for '${event}'`))
+    }, ms)
+    function on (...args: unknown[]): void {
+      clearTimeout(timer)
+      resolve(args)
+    }
+    emitter.once(event, on)
+  })
+}
+
+/** An open SSE response read by eventsource-parser. */
+export class SseClient {
+  status = 0
+  headers: Record<string, string | string[] | undefined> = {}
+  readonly events: EventSourceMessage[] = []
+  readonly comments: string[] = []
+  readonly retries: number[] = []
+  /** Every byte received, decoded as UTF-8. */
+  text = ''
+  /** Chunks as they arrived from the socket. */
+  chunks = 0
+  /** How the body ended: 'end' (clean end), 'error' (reset or abort), or null while open. */
+  ending: 'end' | 'error' | null = null
+  private readonly wakers = new Set<() => void>()
+  private readonly controller = new AbortController()
+
+  /** Opens `url` with `headers` and resolves once the response headers are in. */
+  static async open (url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<SseClient> {
+    const client = new SseClient()
+    const decoder = new TextDecoder()
+    const parser = createParser({
+      onEvent: (e) => { client.events.push(e) },
+      onComment: (c) => { client.comments.push(c) },
+      onRetry: (r) => { client.retries.push(r) }
+    })
+    const res = await request(url, { method, headers: { accept: 'text/event-stream', ...headers }, signal: client.controller.signal })
+    client.status = res.statusCode
+    client.headers = res.headers
+    res.body.on('data', (chunk: Buffer) => {
+      client.chunks++
+      const text = decoder.decode(chunk, { stream: true })
+      client.text += text
+      parser.feed(text)
+      client.wake()
+    })
+    res.body.on('end', () => { client.ending = 'end'; client.wake() })
+    res.body.on('error', () => { client.ending ??= 'error'; client.wake() })
+    return client
+  }
+
+  private wake (): void {
+    for (const w of [...this.wakers]) w()
+  }
+
+  /** Resolves when `check()` holds, re-checked on every chunk and at the end. */
+  until (what: string, check: () => boolean, ms = 5_000): Promise<void> {
+    return waitFor(what, check, (wake) => {
+      this.wakers.add(wake)
+      return () => this.wakers.delete(wake)
+    }, ms)
+  }
+
+  /** Resolves once `n` events have arrived. */
+  async waitEvents (n: number, ms = 5_000): Promise<EventSourceMessage[]> {
+    await this.until(`${n} events (have ${this.events.length})`, () => this.events.length >= n, ms)
+    return this.events
+  }
+
+  /** Resolves with how the body ended. */
+  async waitEnd (ms = 5_000): Promise<'end' | 'error'> {
+    await this.until('the end of the body', () => this.ending !== null, ms)
+    return this.ending as 'end' | 'error'
+  }
+
+  /** Aborts the request (the client goes away). */
+  close (): void {
+    this.controller.abort()
+  }
+}
