@@ -20,8 +20,6 @@ type Response = ServerResponse | Http2ServerResponse
 
 /** Pacing threshold for sources and replays: pull more only below this many unsent bytes. */
 const PACE_BYTES = 64 * 1024
-/** How long a stream ended by shutdown may take to hand its last bytes to the kernel. */
-const SHUTDOWN_GRACE_MS = 1_000
 /** The heartbeat timer ticks this many times per `heartbeat` interval. */
 const TICKS_PER_BEAT = 4
 /** Printable ASCII, at most 128 bytes: what a resumable id may be. */
@@ -425,21 +423,15 @@ export class SseStream implements PromiseLike<void> {
     }
   }
 
-  /** @internal Ends the stream at shutdown: a jittered `retry:`, then a clean end, then the socket. */
+  /**
+   * @internal Ends the stream at shutdown: a jittered `retry:`, then a clean
+   * end. Node's server.close() then drops the connection even if the client
+   * has stopped reading, so no stream holds fastify.close() up.
+   */
   shutdown (retry: number): void {
     if (this.isClosed) return
     this.push(Buffer.from(`retry: ${retry}\n\n`))
-    const socket = this.socket
-    const res = this.res
     this.end('shutdown')
-    // A finished response would otherwise sit idle on a keep-alive socket and
-    // keep fastify.close() waiting; one that cannot finish is cut after a grace.
-    if (socket !== null) {
-      const timer = setTimeout(() => socket.destroy(), SHUTDOWN_GRACE_MS).unref()
-      const done = (): void => { clearTimeout(timer); socket.end() }
-      if (res.writableFinished) done()
-      else res.once('finish', done)
-    }
   }
 
   /** @internal The response closed under us: the client went away (or a write failed). */
