@@ -44,3 +44,43 @@ export const FST_ERR_SSEHUB_RETRY_INVALID = createError<'FST_ERR_SSEHUB_RETRY_IN
 export const FST_ERR_SSEHUB_EVENT_TOO_LARGE = createError<'FST_ERR_SSEHUB_EVENT_TOO_LARGE', [number, number]>(
   'FST_ERR_SSEHUB_EVENT_TOO_LARGE',
   'fastify-sse-hub: the event is %s bytes once framed, over maxEventBytes (%s); send less or raise the option', 413, RangeError)
+
+/** A channel definition is malformed: bad name, bad event name, or a schema TypeBox cannot compile. */
+export const FST_ERR_SSEHUB_CHANNEL_INVALID = createError<'FST_ERR_SSEHUB_CHANNEL_INVALID', [string, string]>(
+  'FST_ERR_SSEHUB_CHANNEL_INVALID',
+  'fastify-sse-hub: channel "%s" is invalid: %s', 500, TypeError)
+
+/** Two channels were declared with the same name on one hub. */
+export const FST_ERR_SSEHUB_CHANNEL_DUPLICATE = createError<'FST_ERR_SSEHUB_CHANNEL_DUPLICATE', [string]>(
+  'FST_ERR_SSEHUB_CHANNEL_DUPLICATE',
+  'fastify-sse-hub: a channel named "%s" is already declared on this hub; declare each channel once and import it where you need it', 500)
+
+/** A publish named an event the channel does not declare. */
+export const FST_ERR_SSEHUB_EVENT_UNKNOWN = createError<'FST_ERR_SSEHUB_EVENT_UNKNOWN', [string, string]>(
+  'FST_ERR_SSEHUB_EVENT_UNKNOWN',
+  'fastify-sse-hub: channel "%s" declares no event "%s"; add it to the channel\'s events', 400)
+
+/** A published payload does not match its event's schema; nothing was stored or sent. */
+export const FST_ERR_SSEHUB_PAYLOAD_INVALID = createError<'FST_ERR_SSEHUB_PAYLOAD_INVALID', [string, string, string, string]>(
+  'FST_ERR_SSEHUB_PAYLOAD_INVALID',
+  'fastify-sse-hub: invalid payload for event "%s" on channel "%s" at "%s": %s', 400)
+
+/** Topic parameters are missing, or a value is not a safe topic segment. */
+export const FST_ERR_SSEHUB_TOPIC_INVALID = createError<'FST_ERR_SSEHUB_TOPIC_INVALID', [string, string]>(
+  'FST_ERR_SSEHUB_TOPIC_INVALID',
+  'fastify-sse-hub: invalid topic of channel "%s": %s', 400)
+
+/** A channel's `authorize` refused a subscription. */
+export const FST_ERR_SSEHUB_FORBIDDEN = createError<'FST_ERR_SSEHUB_FORBIDDEN', [string]>(
+  'FST_ERR_SSEHUB_FORBIDDEN',
+  'fastify-sse-hub: subscription to "%s" refused', 403)
+
+/** The hub is closed (the app is shutting down); nothing was published. */
+export const FST_ERR_SSEHUB_CLOSED = createError<'FST_ERR_SSEHUB_CLOSED', []>(
+  'FST_ERR_SSEHUB_CLOSED',
+  'fastify-sse-hub: the hub is closed; publish before fastify.close()', 503)
+
+/** The backend cannot take a publish now (for example Redis is unreachable); nothing was published. */
+export const FST_ERR_SSEHUB_BACKEND_UNAVAILABLE = createError<'FST_ERR_SSEHUB_BACKEND_UNAVAILABLE', [string]>(
+  'FST_ERR_SSEHUB_BACKEND_UNAVAILABLE',
+  'fastify-sse-hub: the backend is unavailable (%s); nothing was published, retry later', 503)

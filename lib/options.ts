@@ -3,6 +3,8 @@
  * `register()`. A bad option throws there with a coded error, never per request.
  */
 import { FST_ERR_SSEHUB_OPTION_INVALID } from './errors.js'
+import type { Backend } from './backend.js'
+import { memoryBackend } from './backends/memory.js'
 
 /** Options of `fastify.register(ssePlugin, options)`. */
 export interface SseHubOptions {
@@ -47,6 +49,44 @@ export interface SseHubOptions {
    * @default 4194304 (4 MiB)
    */
   maxBufferedBytes?: number
+  /**
+   * Events kept per topic for `Last-Event-ID` resume. A client that missed
+   * more gets a `reset` event instead of a silent gap.
+   * @default 1000
+   */
+  history?: number
+  /**
+   * Milliseconds an event stays in history; 0 keeps events until the other
+   * bounds drop them.
+   * @default 600000 (10 minutes)
+   */
+  historyTtl?: number
+  /**
+   * Bytes of history for the whole hub (payload, names, ids and about 100
+   * bytes of bookkeeping per event); past it, the oldest events go first.
+   * @default 67108864 (64 MiB)
+   */
+  maxHistoryBytes?: number
+  /**
+   * Topics that hold history but have no subscriber in this process, kept at
+   * most; past it the one idle longest is freed (a later resume on it gets
+   * `reset`). Bounds the memory of publishing to many distinct topics.
+   * @default 10000
+   */
+  maxIdleTopics?: number
+  /**
+   * Open streams this process accepts. Past it, a new stream is answered 200
+   * with a jittered `retry:` (`retry` + random(0..`shutdownJitter`)) and ended
+   * at once, so clients come back later; a non-200 would make a native
+   * EventSource give up for good. Counted as `shed` in stats.
+   * @default Infinity
+   */
+  maxConnections?: number
+  /**
+   * Where ids, history and cross-process delivery live.
+   * @default memoryBackend() (this process only)
+   */
+  backend?: Backend
 }
 
 /** The options after defaults and checks: every field present. */
@@ -57,6 +97,12 @@ export interface NormalizedOptions {
   readonly shutdownJitter: number
   readonly maxEventBytes: number
   readonly maxBufferedBytes: number
+  readonly history: number
+  readonly historyTtl: number
+  readonly maxHistoryBytes: number
+  readonly maxIdleTopics: number
+  readonly maxConnections: number
+  readonly backend: Backend | null
 }
 
 /** The defaults, frozen; documented on {@link SseHubOptions}. */
@@ -66,7 +112,13 @@ export const defaults: NormalizedOptions = Object.freeze({
   retryJitter: 1_000,
   shutdownJitter: 10_000,
   maxEventBytes: 1024 * 1024,
-  maxBufferedBytes: 4 * 1024 * 1024
+  maxBufferedBytes: 4 * 1024 * 1024,
+  history: 1_000,
+  historyTtl: 600_000,
+  maxHistoryBytes: 64 * 1024 * 1024,
+  maxIdleTopics: 10_000,
+  maxConnections: Infinity,
+  backend: null
 })
 
 const MAX_MS = 2 ** 31 - 1
@@ -102,7 +154,17 @@ export function normalizeOptions (options: SseHubOptions = {}): NormalizedOption
     retryJitter: int('retryJitter', o.retryJitter, 0, MAX_MS),
     shutdownJitter: int('shutdownJitter', o.shutdownJitter, 0, MAX_MS),
     maxEventBytes: int('maxEventBytes', o.maxEventBytes, 64, 2 ** 30),
-    maxBufferedBytes: int('maxBufferedBytes', o.maxBufferedBytes, 64, 2 ** 32)
+    maxBufferedBytes: int('maxBufferedBytes', o.maxBufferedBytes, 64, 2 ** 32),
+    history: int('history', o.history, 0, 10_000_000),
+    historyTtl: int('historyTtl', o.historyTtl, 0, MAX_MS),
+    maxHistoryBytes: int('maxHistoryBytes', o.maxHistoryBytes, 0, Number.MAX_SAFE_INTEGER),
+    maxIdleTopics: int('maxIdleTopics', o.maxIdleTopics, 0, Number.MAX_SAFE_INTEGER),
+    maxConnections: o.maxConnections === Infinity ? Infinity : int('maxConnections', o.maxConnections, 0, Number.MAX_SAFE_INTEGER),
+    backend: o.backend ?? memoryBackend()
+  }
+  const b = result.backend as Partial<Backend> | null
+  if (b === null || typeof b !== 'object' || typeof b.start !== 'function' || typeof b.publish !== 'function' || typeof b.after !== 'function') {
+    throw new FST_ERR_SSEHUB_OPTION_INVALID('backend', 'must be a backend such as memoryBackend() or redisBackend({ url })')
   }
   if (result.maxBufferedBytes < result.maxEventBytes) {
     throw new FST_ERR_SSEHUB_OPTION_INVALID('maxBufferedBytes', `must be at least maxEventBytes (${result.maxEventBytes}), got ${result.maxBufferedBytes}`)

@@ -9,9 +9,16 @@ import type { Http2ServerResponse } from 'node:http2'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import { encode, commentText, packet, packetOf, type Packet, type SseMessage } from './encoder.js'
 import type { NormalizedOptions } from './options.js'
+import type { Subscribable } from './channel.js'
 
 /** What ended a stream, as logged and counted. */
 export type CloseReason = 'client' | 'server' | 'end' | 'error' | 'slow' | 'shutdown'
+
+/** What a stream asks of the hub (kept as an interface: the hub imports this file, not the reverse). */
+export interface HubLink {
+  subscribeStream: (stream: SseStream, list: Subscribable[]) => Promise<void>
+  unsubscribeStream: (stream: SseStream, list: Subscribable[]) => void
+}
 
 /** A source for `reply.sse(source)`: every value is sent as one event. */
 export type SseSource = AsyncIterable<SseMessage | string> | Iterable<SseMessage | string>
@@ -49,29 +56,54 @@ export class Pump {
   /** Heartbeat comments written. */
   heartbeats = 0
   closing = false
+  /** Runs first in every flush: the hub fans this turn's topic batches out into streams. */
+  beforeFlush: (() => void) | null = null
+  /** Called when a stream ends, so the hub can drop its subscriptions. */
+  onStreamClosed: ((stream: SseStream) => void) | null = null
+  /** The hub, for `stream.subscribe()` / `stream.unsubscribe()`. */
+  link: HubLink | null = null
 
   private dirty: SseStream[] = []
   private flushScheduled = false
+  private flushing = false
+  private flushAgain = false
   private beatTimer: NodeJS.Timeout | null = null
 
   constructor (options: NormalizedOptions) {
     this.options = options
   }
 
-  /** Queues `stream` for the next flush; one `setImmediate` serves every stream. */
+  /** Queues `stream` for the next flush. */
   schedule (stream: SseStream): void {
     this.dirty.push(stream)
-    if (!this.flushScheduled) {
+    this.requestFlush()
+  }
+
+  /** Makes sure a flush runs this event-loop turn: one `setImmediate` serves every stream and topic. */
+  requestFlush (): void {
+    if (this.flushing) {
+      this.flushAgain = true
+    } else if (!this.flushScheduled) {
       this.flushScheduled = true
       setImmediate(this.flush)
     }
   }
 
   private readonly flush = (): void => {
-    this.flushScheduled = false
-    const list = this.dirty
-    this.dirty = []
-    for (let i = 0; i < list.length; i++) list[i].flush()
+    this.flushing = true
+    try {
+      if (this.beforeFlush !== null) this.beforeFlush()
+      const list = this.dirty
+      this.dirty = []
+      for (let i = 0; i < list.length; i++) list[i].flush()
+    } finally {
+      this.flushing = false
+      this.flushScheduled = false
+      if (this.flushAgain || this.dirty.length > 0) {
+        this.flushAgain = false
+        this.requestFlush()
+      }
+    }
   }
 
   add (stream: SseStream): void {
@@ -145,6 +177,8 @@ export class SseStream implements PromiseLike<void> {
 
   /** @internal Heartbeat clock value at the last write. */
   lastWriteTick: number
+  /** @internal The hub's per-stream state (its subscriptions), owned by the hub. */
+  hubState: unknown = null
 
   private readonly pump: Pump
   private readonly res: Response
@@ -154,6 +188,8 @@ export class SseStream implements PromiseLike<void> {
   private queue: Buffer[] = []
   private queueBytes = 0
   private dirty = false
+  /** Headers are written: the queue may be flushed. */
+  private opened = false
   /** Headers and the opening frame have gone out. */
   private started = false
   private isClosed = false
@@ -215,9 +251,29 @@ export class SseStream implements PromiseLike<void> {
     (res as Response & { [kStream]?: SseStream })[kStream] = this
     res.on('close', onResponseClose)
     this.pump.add(this)
+    this.opened = true
 
+    // The opening frame goes first, before anything sent while the open was pending.
     const { retry, retryJitter } = this.pump.options
-    this.push(Buffer.from(retry === false ? ':\n\n' : `retry: ${this.pump.jitteredRetry(retry, retryJitter)}\n\n`))
+    this.queue.unshift(Buffer.from(retry === false ? ':\n\n' : `retry: ${this.pump.jitteredRetry(retry, retryJitter)}\n\n`))
+    this.queueBytes += this.queue[0].length
+    if (!this.dirty) {
+      this.dirty = true
+      this.pump.schedule(this)
+    }
+  }
+
+  /**
+   * @internal Ends a stream that never opened (its subscription was refused):
+   * nothing is written; the reply answers instead.
+   */
+  abandon (): void {
+    if (this.isClosed) return
+    this.isClosed = true
+    this.queue.length = 0
+    this.abort?.abort()
+    this.resolveClosed?.()
+    this.closeFns = null
   }
 
   /** True once the stream has ended, for whatever reason. */
@@ -247,6 +303,22 @@ export class SseStream implements PromiseLike<void> {
     if (this.isClosed) return false
     this.push(frame)
     return true
+  }
+
+  /**
+   * Follows more channels or topics on this open stream. Each is authorised
+   * like at open, and catches up from the stream's last id (events since then,
+   * or a `reset` if history no longer has them). Rejects with
+   * `FST_ERR_SSEHUB_FORBIDDEN` if refused; the stream stays open either way.
+   */
+  subscribe (...subscribables: Subscribable[]): Promise<void> {
+    if (this.pump.link === null) return Promise.reject(new Error('fastify-sse-hub: no hub'))
+    return this.pump.link.subscribeStream(this, subscribables)
+  }
+
+  /** Stops following these channels or topics on this stream. */
+  unsubscribe (...subscribables: Subscribable[]): void {
+    this.pump.link?.unsubscribeStream(this, subscribables)
   }
 
   /** Ends the stream cleanly after writing what is queued. Does nothing if already closed. */
@@ -307,7 +379,7 @@ export class SseStream implements PromiseLike<void> {
   flush (): void {
     this.dirty = false
     const queue = this.queue
-    if (this.isClosed || queue.length === 0) return
+    if (this.isClosed || queue.length === 0 || !this.opened) return
     const bytes = this.queueBytes
     this.queueBytes = 0
     if (this.socket !== null && this.started) {
@@ -321,6 +393,14 @@ export class SseStream implements PromiseLike<void> {
       this.started = true
     }
     this.wrote()
+  }
+
+  /** @internal Cuts the stream as a slow client (the hub calls this when its backlog overflows). */
+  cut (): void {
+    if (this.isClosed) return
+    this.pump.slowClientCuts++
+    this.log.warn({ maxBufferedBytes: this.pump.options.maxBufferedBytes }, 'fastify-sse-hub: cutting a slow client (replay backlog)')
+    this.end('slow')
   }
 
   /** @internal Writes a packet shared by many streams, straight away if nothing else is queued. */
@@ -459,6 +539,7 @@ export class SseStream implements PromiseLike<void> {
     this.isClosed = true
     this.queue.length = 0
     this.pump.remove(this)
+    if (this.hubState !== null) this.pump.onStreamClosed?.(this)
     const res = this.res as Response & { [kStream]?: SseStream }
     res[kStream] = undefined
     res.removeListener('close', onResponseClose)

@@ -1,0 +1,296 @@
+/**
+ * Typed channel definitions: a name (or a topic template such as
+ * `rooms/:roomId`) and a map of event names to TypeBox schemas, compiled once.
+ * Payloads are checked here and serialised here, once per publish.
+ */
+import type { Static, TSchema } from '@sinclair/typebox'
+import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
+import type { FastifyRequest } from 'fastify'
+import {
+  FST_ERR_SSEHUB_CHANNEL_INVALID,
+  FST_ERR_SSEHUB_EVENT_UNKNOWN,
+  FST_ERR_SSEHUB_PAYLOAD_INVALID,
+  FST_ERR_SSEHUB_TOPIC_INVALID
+} from './errors.js'
+
+/** Event names to the TypeBox schemas of their payloads. */
+export type EventMap = Record<string, TSchema>
+
+/** The parameter names of a topic template: `'rooms/:roomId'` gives `'roomId'`. */
+export type ParamNames<S extends string> =
+  S extends `${string}:${infer P}/${infer Rest}` ? P | ParamNames<Rest>
+    : S extends `${string}:${infer P}` ? P : never
+
+/** The parameters of a topic template: `'rooms/:roomId'` gives `{ roomId: string }`. */
+export type TopicParams<S extends string> = { [K in ParamNames<S>]: string }
+
+/** What server-side handlers learn about an event besides its payload. */
+export interface EventMeta {
+  /** The hub id of the event (what browsers see as `lastEventId`). */
+  id: string
+  /** The event name. */
+  event: string
+  /** The topic it was published to: the channel name, or the template filled in (`rooms/a`). */
+  topic: string
+}
+
+/** A server-side handler of one event, typed from its schema. */
+export type EventHandler<E extends EventMap, K extends keyof E> = (data: Static<E[K]>, meta: EventMeta) => void
+
+/**
+ * Decides whether `request` may subscribe to a topic; `params` are the topic's
+ * parameters (empty for a plain channel). Return (or resolve) `false` to refuse:
+ * the request is answered 403 before any stream opens.
+ */
+export type Authorize = (request: FastifyRequest, params: Record<string, string>) => boolean | Promise<boolean>
+
+/** The second argument of `channel()` / `defineChannel()`. */
+export interface ChannelOptions<E extends EventMap> {
+  /** Event names (letters, digits, `_ . : -`; not `reset`, `open` or `error`) to the TypeBox schemas of their payloads. */
+  events: E
+  /** Per-subscription access check; see {@link Authorize}. Default: everyone may subscribe. */
+  authorize?: Authorize
+}
+
+/** Something a stream can subscribe to: a plain channel or one topic of a templated channel. */
+export interface Subscribable {
+  /** The topic key: the channel name, or the template filled in (`rooms/a`). */
+  readonly key: string
+  /** The topic parameters (empty for a plain channel). */
+  readonly params: Readonly<Record<string, string>>
+}
+
+/** The hub side a bound channel talks to. */
+export interface ChannelHost {
+  publish: (topic: Subscribable, event: string, data: unknown, json: string) => Promise<string>
+  listen: (channel: AnyChannel, key: string | null, event: string, handler: (data: unknown, meta: EventMeta) => void) => () => void
+}
+
+/** One topic of a channel: publish to it, subscribe a stream to it, or listen to it in process. */
+export interface Topic<E extends EventMap = EventMap, N extends string = string> extends Subscribable {
+  readonly channel: Channel<N, E>
+  /**
+   * Validates `data` against the event's schema, then publishes it to every
+   * subscriber of this topic. Resolves to the event's id. An invalid payload
+   * rejects with `FST_ERR_SSEHUB_PAYLOAD_INVALID` (status 400) and nothing is
+   * stored or sent.
+   */
+  publish: <K extends keyof E & string>(event: K, data: Static<E[K]>) => Promise<string>
+  /** Runs `handler` in this process for every `event` published to this topic; returns the unsubscribe function. */
+  subscribe: <K extends keyof E & string>(event: K, handler: EventHandler<E, K>) => () => void
+}
+
+interface ChannelBase<N extends string, E extends EventMap> {
+  /** The channel name or topic template. */
+  readonly name: N
+  /** The event map this channel was declared with. */
+  readonly events: E
+  /** The topic of this channel for `params`; each value is checked (1-128 characters, no `/`, no control characters). */
+  topic: (params: TopicParams<N>) => Topic<E, N>
+  /**
+   * Runs `handler` in this process for every `event` of this channel, on
+   * every topic (`meta.topic` says which); returns the unsubscribe function.
+   */
+  subscribe: <K extends keyof E & string>(event: K, handler: EventHandler<E, K>) => () => void
+}
+
+/**
+ * A declared channel. A plain one (no `:params` in its name) is itself its
+ * only topic: publish to it and subscribe streams to it directly. A templated
+ * one is used through `channel.topic(params)`.
+ */
+export type Channel<N extends string = string, E extends EventMap = EventMap> =
+  [ParamNames<N>] extends [never]
+    ? ChannelBase<N, E> & Subscribable & Pick<Topic<E, N>, 'publish'>
+    : ChannelBase<N, E>
+
+/** @internal A channel of any shape. */
+export type AnyChannel = ChannelImpl
+
+const NAME_SEGMENT = /^[A-Za-z0-9_.-]+$/
+const PARAM_SEGMENT = /^:[A-Za-z_][A-Za-z0-9_]*$/
+const EVENT_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$/
+/** Names the hub or EventSource itself uses: `reset` is the hub's gap signal; `open`/`error` would fire EventSource's own handlers. */
+const RESERVED_EVENTS = new Set(['reset', 'open', 'error'])
+const UNSAFE_PARAM = /[/\x00-\x1f\x7f-\x9f]/
+
+interface CompiledEvent {
+  readonly name: string
+  readonly check: TypeCheck<TSchema>
+  /** `event: <name>\nid: ` — the frame head, built once. */
+  readonly head: string
+}
+
+/** @internal The one runtime class behind every channel and its typed views. */
+export class ChannelImpl implements Subscribable {
+  readonly name: string
+  readonly events: EventMap
+  readonly authorize: Authorize | null
+  readonly paramNames: readonly string[]
+  readonly segments: readonly string[]
+  readonly compiled: ReadonlyMap<string, CompiledEvent>
+  readonly key: string
+  readonly params: Readonly<Record<string, string>> = Object.freeze({})
+  host: ChannelHost | null = null
+
+  get channel (): ChannelImpl { return this }
+
+  constructor (name: string, options: ChannelOptions<EventMap>) {
+    if (typeof name !== 'string' || name.length === 0 || name.length > 128) {
+      throw new FST_ERR_SSEHUB_CHANNEL_INVALID(String(name), 'the name must be a string of 1 to 128 characters')
+    }
+    const segments = name.split('/')
+    const paramNames: string[] = []
+    for (const segment of segments) {
+      if (PARAM_SEGMENT.test(segment)) {
+        const param = segment.slice(1)
+        if (paramNames.includes(param)) throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `parameter ":${param}" appears twice`)
+        paramNames.push(param)
+      } else if (!NAME_SEGMENT.test(segment)) {
+        throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `segment "${segment}" must be letters, digits, "_", "." or "-", or a parameter like ":roomId"`)
+      }
+    }
+    if (options === null || typeof options !== 'object' || options.events === null || typeof options.events !== 'object') {
+      throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, 'options.events must map event names to TypeBox schemas')
+    }
+    if (options.authorize !== undefined && typeof options.authorize !== 'function') {
+      throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, 'options.authorize must be a function (request, params) => boolean')
+    }
+    const compiled = new Map<string, CompiledEvent>()
+    for (const [event, schema] of Object.entries(options.events)) {
+      if (!EVENT_NAME.test(event)) {
+        throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `event name "${event}" must start with a letter or "_" and hold only letters, digits, "_", ".", ":" or "-" (at most 64)`)
+      }
+      if (RESERVED_EVENTS.has(event)) {
+        throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `event name "${event}" is reserved (reset is the hub's gap signal; open and error are EventSource's own events)`)
+      }
+      let check: TypeCheck<TSchema>
+      try {
+        check = TypeCompiler.Compile(schema)
+      } catch (err) {
+        throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `the schema of event "${event}" does not compile (${(err as Error).message})`)
+      }
+      compiled.set(event, { name: event, check, head: `event: ${event}\nid: ` })
+    }
+    if (compiled.size === 0) throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, 'declare at least one event')
+    this.name = name
+    this.events = options.events
+    this.authorize = options.authorize ?? null
+    this.segments = segments
+    this.paramNames = paramNames
+    this.compiled = compiled
+    this.key = name
+  }
+
+  /** True when this channel's topics could share a key with `other`'s (same length, every segment equal or a parameter). */
+  overlaps (other: ChannelImpl): boolean {
+    if (other.segments.length !== this.segments.length) return false
+    return this.segments.every((s, i) => s === other.segments[i] || s[0] === ':' || other.segments[i][0] === ':')
+  }
+
+  topic (params: Record<string, string>): TopicImpl {
+    if (this.paramNames.length === 0) {
+      throw new FST_ERR_SSEHUB_TOPIC_INVALID(this.name, 'this channel has no parameters; publish to it and subscribe to it directly')
+    }
+    if (params === null || typeof params !== 'object') {
+      throw new FST_ERR_SSEHUB_TOPIC_INVALID(this.name, `expected parameters { ${this.paramNames.join(', ')} }`)
+    }
+    const values: Record<string, string> = {}
+    for (const param of this.paramNames) {
+      const value = (params as Record<string, unknown>)[param]
+      if (typeof value !== 'string' || value.length === 0 || value.length > 128) {
+        throw new FST_ERR_SSEHUB_TOPIC_INVALID(this.name, `parameter "${param}" must be a string of 1 to 128 characters`)
+      }
+      if (UNSAFE_PARAM.test(value)) {
+        throw new FST_ERR_SSEHUB_TOPIC_INVALID(this.name, `parameter "${param}" must not contain "/" or control characters`)
+      }
+      values[param] = value
+    }
+    const key = this.segments.map(s => s[0] === ':' ? values[s.slice(1)] : s).join('/')
+    return new TopicImpl(this, key, Object.freeze(values))
+  }
+
+  /**
+   * Checks `data` against the schema of `event` and serialises it, once.
+   * The wire gets `JSON.stringify(data)`: properties the schema does not
+   * name pass through when the schema allows them (TypeBox objects do
+   * unless declared with `additionalProperties: false`, which refuses them).
+   */
+  serialize (event: string, data: unknown): string {
+    const compiled = this.compiled.get(event)
+    if (compiled === undefined) throw new FST_ERR_SSEHUB_EVENT_UNKNOWN(this.name, String(event))
+    if (!compiled.check.Check(data)) {
+      const first = compiled.check.Errors(data).First()
+      throw new FST_ERR_SSEHUB_PAYLOAD_INVALID(event, this.name, first?.path || '/', first?.message ?? 'does not match the schema')
+    }
+    return JSON.stringify(data)
+  }
+
+  /** @internal The frame head of `event`, built once at definition. */
+  head (event: string): string {
+    return (this.compiled.get(event) as CompiledEvent).head
+  }
+
+  publish (event: string, data: unknown): Promise<string> {
+    return publishTo(this, event, data)
+  }
+
+  subscribe (event: string, handler: (data: unknown, meta: EventMeta) => void): () => void {
+    return listenTo(this, this.paramNames.length === 0 ? this.key : null, event, handler)
+  }
+}
+
+/** @internal One topic of a templated channel. */
+export class TopicImpl implements Subscribable {
+  constructor (readonly channel: ChannelImpl, readonly key: string, readonly params: Readonly<Record<string, string>>) {}
+
+  publish (event: string, data: unknown): Promise<string> {
+    return publishTo(this, event, data)
+  }
+
+  subscribe (event: string, handler: (data: unknown, meta: EventMeta) => void): () => void {
+    return listenTo(this.channel, this.key, event, handler)
+  }
+}
+
+/** @internal The channel behind a plain channel or a topic handed in by a user; null if it is neither. */
+export function channelOf (s: unknown): ChannelImpl | null {
+  if (s instanceof ChannelImpl) return s
+  if (s instanceof TopicImpl) return s.channel
+  return null
+}
+
+function publishTo (topic: ChannelImpl | TopicImpl, event: string, data: unknown): Promise<string> {
+  const channel = topic.channel
+  if (channel.paramNames.length > 0 && topic === channel) {
+    return Promise.reject(new FST_ERR_SSEHUB_TOPIC_INVALID(channel.name, `publish to a topic: channel.topic({ ${channel.paramNames.join(', ')} }).publish(...)`))
+  }
+  try {
+    const json = channel.serialize(event, data)
+    return hostOf(channel).publish(topic, event, data, json)
+  } catch (err) {
+    return Promise.reject(err)
+  }
+}
+
+function listenTo (channel: ChannelImpl, key: string | null, event: string, handler: (data: unknown, meta: EventMeta) => void): () => void {
+  if (!channel.compiled.has(event)) throw new FST_ERR_SSEHUB_EVENT_UNKNOWN(channel.name, String(event))
+  if (typeof handler !== 'function') throw new FST_ERR_SSEHUB_CHANNEL_INVALID(channel.name, 'subscribe(event, handler) needs a handler function')
+  return hostOf(channel).listen(channel, key, event, handler)
+}
+
+function hostOf (channel: ChannelImpl): ChannelHost {
+  if (channel.host === null) {
+    throw new FST_ERR_SSEHUB_CHANNEL_INVALID(channel.name, 'it is not attached to a hub yet; pass it to fastify.sse.channel() first')
+  }
+  return channel.host
+}
+
+/**
+ * Declares a channel without an app, so its definition (and its types) can
+ * live in a module that servers, workers and browser code all import.
+ * Attach it with `fastify.sse.channel(definition)` before publishing.
+ */
+export function defineChannel<const N extends string, E extends EventMap> (name: N, options: ChannelOptions<E>): Channel<N, E> {
+  return new ChannelImpl(name, options) as unknown as Channel<N, E>
+}

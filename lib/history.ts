@@ -1,0 +1,236 @@
+/**
+ * Bounded history of published events, per topic, for Last-Event-ID resume.
+ *
+ * Bounds: `history` events per topic, `historyTtl` ms of age, `maxHistoryBytes`
+ * for the whole hub, and `maxIdleTopics` topics that hold history but have no
+ * subscriber. Whatever is dropped is remembered as a per-topic high-water mark
+ * (`trimmedUpTo`), so a resume can always tell whether it missed something:
+ * never a silent gap. Freed topics leave their mark in a fixed table of
+ * hashed buckets, so forgetting a topic costs no memory and can only cause a
+ * needless `reset`, never a missed one.
+ */
+import type { HubEvent } from './backend.js'
+
+/** The history bounds, normalised by the plugin options. */
+export interface HistoryLimits {
+  /** Events kept per topic. */
+  history: number
+  /** Age in ms after which an event leaves history; 0 keeps events until other bounds drop them. */
+  historyTtl: number
+  /** Bytes of history kept for the whole hub (payload, names and ids, plus a fixed overhead per event). */
+  maxHistoryBytes: number
+  /** Topics with history but no subscriber kept at most; the one idle the longest is freed first. */
+  maxIdleTopics: number
+}
+
+/** The answer to "what came after `seq` on this topic?". */
+export interface HistoryAfter {
+  /** The events after `seq`, in order. Empty when `trimmed`. */
+  events: HubEvent[]
+  /** True when some event after `seq` is no longer in history: the caller must signal a gap. */
+  trimmed: boolean
+}
+
+/** Fixed cost counted per kept event: the entry object, its place in two queues, the frame's headers. */
+const ENTRY_OVERHEAD = 96
+const FREED_BUCKETS = 4096
+
+interface Entry {
+  readonly ev: HubEvent
+  readonly size: number
+  readonly at: number
+  dropped: boolean
+}
+
+/** A FIFO queue on a growable ring: O(1) push, shift and index. */
+class Ring<T> {
+  private items: Array<T | undefined> = new Array(8)
+  private head = 0
+  length = 0
+
+  push (item: T): void {
+    if (this.length === this.items.length) {
+      const grown = new Array<T | undefined>(this.items.length * 2)
+      for (let i = 0; i < this.length; i++) grown[i] = this.items[(this.head + i) % this.items.length]
+      this.items = grown
+      this.head = 0
+    }
+    this.items[(this.head + this.length) % this.items.length] = item
+    this.length++
+  }
+
+  at (i: number): T {
+    return this.items[(this.head + i) % this.items.length] as T
+  }
+
+  shift (): T | undefined {
+    if (this.length === 0) return undefined
+    const item = this.items[this.head]
+    this.items[this.head] = undefined
+    this.head = (this.head + 1) % this.items.length
+    this.length--
+    return item
+  }
+}
+
+class TopicLog {
+  readonly entries = new Ring<Entry>()
+  /** The highest seq dropped from this topic's history; 0 if none. */
+  trimmedUpTo = 0
+  subscribed = false
+  constructor (readonly key: string) {}
+}
+
+function bucket (key: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return (h >>> 0) % FREED_BUCKETS
+}
+
+/** The history of one hub (the memory backend's store). */
+export class History {
+  private readonly topics = new Map<string, TopicLog>()
+  /** Topics with history and no subscriber, least recently active first. */
+  private readonly idle = new Map<string, TopicLog>()
+  /** Every kept entry in publish order, for age and byte eviction; dropped ones are skipped lazily. */
+  private readonly fifo = new Ring<Entry>()
+  private fifoDropped = 0
+  /** Per bucket of topic keys, the highest seq dropped from any freed topic in it. */
+  private readonly freedUpTo = new Float64Array(FREED_BUCKETS)
+  bytes = 0
+  events = 0
+
+  constructor (private readonly limits: HistoryLimits) {}
+
+  /** Topics held now (with history or subscribers). */
+  get topicCount (): number {
+    return this.topics.size
+  }
+
+  /** Records `ev` (seq strictly above every earlier one) and applies the bounds. */
+  append (ev: HubEvent, now: number): void {
+    let topic = this.topics.get(ev.topic)
+    if (topic === undefined) {
+      topic = new TopicLog(ev.topic)
+      this.topics.set(ev.topic, topic)
+    }
+    const entry: Entry = { ev, size: ev.data.length + ev.event.length + ev.id.length + ENTRY_OVERHEAD, at: now, dropped: false }
+    topic.entries.push(entry)
+    this.fifo.push(entry)
+    this.bytes += entry.size
+    this.events++
+    if (!topic.subscribed) {
+      this.idle.delete(topic.key)
+      this.idle.set(topic.key, topic)
+    }
+    if (topic.entries.length > this.limits.history) this.dropOldest(topic)
+    while (this.bytes > this.limits.maxHistoryBytes && this.evictFifoFront()) {}
+    while (this.idle.size > this.limits.maxIdleTopics) {
+      this.freeTopic(this.idle.values().next().value as TopicLog)
+    }
+    this.expire(now)
+  }
+
+  /** Marks whether `key` has subscribers: subscribed topics are never freed, idle ones may be. */
+  setSubscribed (key: string, subscribed: boolean): void {
+    let topic = this.topics.get(key)
+    if (topic === undefined) {
+      if (!subscribed) return
+      topic = new TopicLog(key)
+      this.topics.set(key, topic)
+    }
+    topic.subscribed = subscribed
+    if (subscribed) {
+      this.idle.delete(key)
+    } else if (topic.entries.length === 0) {
+      this.freeTopic(topic)
+    } else {
+      this.idle.set(key, topic)
+      while (this.idle.size > this.limits.maxIdleTopics) this.freeTopic(this.idle.values().next().value as TopicLog)
+    }
+  }
+
+  /** What came after `seq` on `key`; see {@link HistoryAfter}. */
+  after (key: string, seq: number, now: number): HistoryAfter {
+    this.expire(now)
+    const topic = this.topics.get(key)
+    if (topic === undefined) return { events: [], trimmed: seq < this.freedUpTo[bucket(key)] }
+    if (seq < topic.trimmedUpTo) return { events: [], trimmed: true }
+    const entries = topic.entries
+    // Binary search for the first entry after seq: history is in seq order.
+    let lo = 0
+    let hi = entries.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (entries.at(mid).ev.seq <= seq) lo = mid + 1
+      else hi = mid
+    }
+    const events: HubEvent[] = []
+    for (let i = lo; i < entries.length; i++) events.push(entries.at(i).ev)
+    return { events, trimmed: false }
+  }
+
+  /** Drops events older than `historyTtl`. */
+  expire (now: number): void {
+    const ttl = this.limits.historyTtl
+    if (ttl === 0) return
+    const cutoff = now - ttl
+    while (this.fifo.length > 0 && this.fifo.at(0).at <= cutoff) this.evictFifoFront()
+  }
+
+  /** Drops the oldest kept entry of the hub; false when there is none. */
+  private evictFifoFront (): boolean {
+    for (;;) {
+      const entry = this.fifo.shift()
+      if (entry === undefined) return false
+      if (entry.dropped) {
+        this.fifoDropped--
+        continue
+      }
+      // The hub's oldest entry is also the oldest of its topic.
+      this.dropOldest(this.topics.get(entry.ev.topic) as TopicLog, true)
+      return true
+    }
+  }
+
+  private dropOldest (topic: TopicLog, fromFifo = false): void {
+    const entry = topic.entries.shift() as Entry
+    entry.dropped = true
+    if (!fromFifo) this.noteFifoDropped()
+    this.bytes -= entry.size
+    this.events--
+    topic.trimmedUpTo = entry.ev.seq
+    if (topic.entries.length === 0 && !topic.subscribed) this.freeTopic(topic)
+  }
+
+  private freeTopic (topic: TopicLog): void {
+    while (topic.entries.length > 0) {
+      const entry = topic.entries.shift() as Entry
+      entry.dropped = true
+      this.noteFifoDropped()
+      this.bytes -= entry.size
+      this.events--
+      topic.trimmedUpTo = entry.ev.seq
+    }
+    this.topics.delete(topic.key)
+    this.idle.delete(topic.key)
+    const b = bucket(topic.key)
+    if (topic.trimmedUpTo > this.freedUpTo[b]) this.freedUpTo[b] = topic.trimmedUpTo
+  }
+
+  /** Counts a dropped entry left in the FIFO; compacts once they outnumber the live ones. */
+  private noteFifoDropped (): void {
+    if (++this.fifoDropped > 1024 && this.fifoDropped > this.fifo.length / 2) {
+      const live: Entry[] = []
+      while (this.fifo.length > 0) {
+        const e = this.fifo.shift() as Entry
+        if (!e.dropped) live.push(e)
+      }
+      for (const e of live) this.fifo.push(e)
+      this.fifoDropped = 0
+    }
+  }
+}
