@@ -99,6 +99,7 @@ export function frameText (message: SseMessage | string): string {
     out += 'event: ' + event + '\n'
   }
   if (id !== undefined) {
+    if (typeof id === 'number' && !Number.isFinite(id)) throw new FST_ERR_SSEHUB_EVENT_INVALID(`id must be a finite number, got ${id}`)
     const text = typeof id === 'number' ? String(id) : id
     if (typeof text !== 'string') throw new FST_ERR_SSEHUB_EVENT_INVALID('id must be a string or a number')
     assertField(text, 'an event id')

@@ -112,11 +112,7 @@ export class History {
 
   /** Records `ev` (seq strictly above every earlier one) and applies the bounds. */
   append (ev: HubEvent, now: number): void {
-    let topic = this.topics.get(ev.topic)
-    if (topic === undefined) {
-      topic = new TopicLog(ev.topic)
-      this.topics.set(ev.topic, topic)
-    }
+    const topic = this.topics.get(ev.topic) ?? this.createTopic(ev.topic)
     const entry: Entry = { ev, size: ev.data.length + ev.event.length + ev.id.length + ENTRY_OVERHEAD, at: now, dropped: false }
     topic.entries.push(entry)
     this.fifo.push(entry)
@@ -139,8 +135,7 @@ export class History {
     let topic = this.topics.get(key)
     if (topic === undefined) {
       if (!subscribed) return
-      topic = new TopicLog(key)
-      this.topics.set(key, topic)
+      topic = this.createTopic(key)
     }
     topic.subscribed = subscribed
     if (subscribed) {
@@ -151,6 +146,17 @@ export class History {
       this.idle.set(key, topic)
       while (this.idle.size > this.limits.maxIdleTopics) this.freeTopic(this.idle.values().next().value as TopicLog)
     }
+  }
+
+  /**
+   * A topic (re)created: it inherits its bucket's freed mark, so events of an
+   * earlier life of the same key that were dropped still count as trimmed.
+   */
+  private createTopic (key: string): TopicLog {
+    const topic = new TopicLog(key)
+    topic.trimmedUpTo = this.freedUpTo[bucket(key)]
+    this.topics.set(key, topic)
+    return topic
   }
 
   /** What came after `seq` on `key`; see {@link HistoryAfter}. */
