@@ -41,6 +41,12 @@ export interface BackendHost {
    * from history, or signals `reset` where history no longer covers the gap.
    */
   interrupted: () => void
+  /**
+   * Tells the hub that the backend's history was replaced (a new epoch: the
+   * broker was flushed or swapped). Every stream gets `reset` and follows the
+   * new epoch from its start. `oldEpoch` is the epoch streams were on.
+   */
+  epochChanged: (oldEpoch: string) => void
   /** Fastify's logger: backends log here and never throw into the app. */
   readonly log: FastifyBaseLogger
 }

@@ -90,6 +90,8 @@ class LocalTopic {
   listeners: Map<string, Set<Listener>> | null = null
   batch: HubEvent[] = []
   dirty = false
+  /** Resolves once the backend delivers this topic's events: history may be read only after. */
+  ready: Promise<void> = Promise.resolve()
   constructor (readonly key: string, readonly channel: ChannelImpl) {}
 
   get idle (): boolean {
@@ -134,6 +136,8 @@ export class SseHub implements ChannelHost, BackendHost {
   private resumes = 0
   private resets = 0
   private closed = false
+  /** Bumped when the backend's epoch changes: catch-ups begun before it stop writing. */
+  private generation = 0
 
   /** @internal Created by the plugin. */
   constructor (pump: Pump, backend: Backend, settings: HubSettings) {
@@ -232,9 +236,30 @@ export class SseHub implements ChannelHost, BackendHost {
 
   /** @internal BackendHost: events may have been missed; every stream catches up from history. */
   interrupted (): void {
+    for (const sub of this.allSubscribers()) this.catchUp(sub, [...sub.topics], null, false).catch(() => {})
+  }
+
+  /** @internal BackendHost: a new epoch. Every stream is told `reset`, then follows the new epoch from its start. */
+  epochChanged (oldEpoch: string): void {
+    this.generation++
+    const head = formatId(this.backend.epoch, 0)
+    for (const sub of this.allSubscribers()) {
+      if (sub.stream.ended) continue
+      sub.holding = sub.holding === null ? null : []
+      sub.holdingBytes = 0
+      sub.pending = null
+      sub.stream.push(resetFrame(head, formatId(oldEpoch, sub.lastSeq), 'epoch'))
+      sub.lastSeq = 0
+      this.resets++
+    }
+    // Batches framed in the old epoch must not reach anyone now.
+    for (const topic of this.dirtyTopics) topic.batch = []
+  }
+
+  private allSubscribers (): Set<Subscriber> {
     const subs = new Set<Subscriber>()
     for (const topic of this.topics.values()) for (const sub of topic.subs) subs.add(sub)
-    for (const sub of subs) this.catchUp(sub, [...sub.topics], null, false).catch(() => {})
+    return subs
   }
 
   /** Runs first in each flush: listeners, then each dirty topic's batch to its subscribers. */
@@ -468,6 +493,10 @@ export class SseHub implements ChannelHost, BackendHost {
     sub.holding ??= []
     const run = async (): Promise<void> => {
       const stream = sub.stream
+      const generation = this.generation
+      // History and the head are read only once every topic's subscription
+      // is in effect: an event is then either in what is read, or delivered live.
+      await Promise.all(topics.map(t => t.ready))
       let reason: ResetReason | null = null
       let from = sub.lastSeq
       if (atOpen) {
@@ -475,6 +504,7 @@ export class SseHub implements ChannelHost, BackendHost {
           // A fresh subscriber starts at the head, and is told so: a client
           // that drops before the first event then resumes from here.
           const head = await this.backend.head()
+          if (generation !== this.generation || stream.ended) return
           sub.lastSeq = head
           stream.push(Buffer.from(`id: ${formatId(this.backend.epoch, head)}\n\n`))
           return
@@ -491,15 +521,16 @@ export class SseHub implements ChannelHost, BackendHost {
         if (results.some(r => r.trimmed)) reason = 'trimmed'
         else missed = results.length === 1 ? results[0].events : results.flatMap(r => r.events).sort(bySeq)
       }
+      if (generation !== this.generation) return
       if (reason !== null) {
         const head = await this.backend.head()
-        if (stream.ended) return
+        if (stream.ended || generation !== this.generation) return
         stream.push(resetFrame(formatId(this.backend.epoch, head), asked ?? formatId(this.backend.epoch, from), reason))
         sub.lastSeq = Math.max(sub.lastSeq, head)
         this.resets++
       } else {
         sub.lastSeq = from
-        await this.replay(sub, missed)
+        await this.replay(sub, missed, generation)
         if (atOpen) this.resumes++
       }
     }
@@ -518,10 +549,10 @@ export class SseHub implements ChannelHost, BackendHost {
   }
 
   /** Writes `events` above the stream's last seq, paced by the socket. */
-  private async replay (sub: Subscriber, events: HubEvent[]): Promise<void> {
+  private async replay (sub: Subscriber, events: HubEvent[], generation = this.generation): Promise<void> {
     const stream = sub.stream
     for (let i = 0; i < events.length; i++) {
-      if (stream.ended) return
+      if (stream.ended || generation !== this.generation) return
       const ev = events[i]
       if (ev.seq <= sub.lastSeq) continue
       stream.push(frameOf(ev))
@@ -566,7 +597,9 @@ export class SseHub implements ChannelHost, BackendHost {
       topic = new LocalTopic(key, channel)
       this.topics.set(key, topic)
       this.countsOf(channel).topics++
-      this.backend.subscribe(key).catch(err => this.log.error({ err, topic: key }, 'fastify-sse-hub: backend subscribe failed'))
+      topic.ready = this.backend.subscribe(key).catch(err => {
+        this.log.error({ err, topic: key }, 'fastify-sse-hub: backend subscribe failed')
+      })
     }
     return topic
   }

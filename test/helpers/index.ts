@@ -21,24 +21,36 @@ export async function makeApp (
   t: T,
   setup: (app: FastifyInstance) => void | Promise<void>,
   options: { plugin?: SseHubOptions, fastify?: FastifyServerOptions, listen?: boolean } = {}
-): Promise<{ app: FastifyInstance, url: string, logs: LogLine[] }> {
+): Promise<{ app: FastifyInstance, url: string, logs: LogLine[], untilLog: (what: string, match: (line: LogLine) => boolean, ms?: number) => Promise<LogLine> }> {
   const logs: LogLine[] = []
+  const wakers = new Set<() => void>()
   const stream = new Writable({
     write (chunk, _enc, cb) {
       for (const line of String(chunk).split('\n')) if (line !== '') logs.push(JSON.parse(line))
+      for (const wake of [...wakers]) wake()
       cb()
     }
   })
+  /** Resolves with the first log line (from now on, or already logged) that matches. */
+  const untilLog = async (what: string, match: (line: LogLine) => boolean, ms = 5_000): Promise<LogLine> => {
+    const from = 0
+    let found: LogLine | undefined
+    await waitFor(what, () => (found = logs.slice(from).find(match)) !== undefined, (wake) => {
+      wakers.add(wake)
+      return () => wakers.delete(wake)
+    }, ms)
+    return found as LogLine
+  }
   const app = Fastify({ logger: { level: 'info', stream }, ...options.fastify } as FastifyServerOptions) as unknown as FastifyInstance
   t.teardown(() => app.close())
   await app.register(ssePlugin, options.plugin ?? {})
   await setup(app)
   if (options.listen === false) {
     await app.ready()
-    return { app, url: '', logs }
+    return { app, url: '', logs, untilLog }
   }
   const address = await app.listen({ port: 0, host: '127.0.0.1' })
-  return { app, url: address, logs }
+  return { app, url: address, logs, untilLog }
 }
 
 /** Resolves when `check()` turns true, re-checked whenever `subscribe` signals; rejects after `ms`. */

@@ -1,0 +1,366 @@
+/**
+ * The Redis backend: one hub across processes and machines.
+ *
+ * Per publish, ONE Lua script takes the next id (INCR), appends the event to
+ * its topic's Stream (exact MAXLEN, TTL), and PUBLISHes it: atomic, so an
+ * event is either stored and sent or neither, and ids come in one order
+ * across every instance. Each instance holds one subscription per topic
+ * with local subscribers and delivers what Redis sends, in the order Redis
+ * sends it. History is read with XRANGE after the client's id; whether
+ * anything after it was trimmed is exact (Redis 7 `max-deleted-entry-id`).
+ * See docs/redis.md for the key and message formats.
+ */
+import { Redis, type RedisOptions } from 'ioredis'
+import type { Backend, BackendHost, BackendStats, HubEvent } from '../backend.js'
+import { formatId, newEpoch } from '../backend.js'
+import type { HistoryAfter, HistoryLimits } from '../history.js'
+import { FST_ERR_SSEHUB_BACKEND_UNAVAILABLE, FST_ERR_SSEHUB_OPTION_INVALID } from '../errors.js'
+
+/** Options of `redisBackend()`. */
+export interface RedisBackendOptions {
+  /**
+   * Where Redis is (`redis://`, `rediss://` for TLS, with user and password
+   * for ACLs). Ignored when `redis` is given.
+   * @default 'redis://127.0.0.1:6379'
+   */
+  url?: string
+  /**
+   * An ioredis client to use for commands instead of opening one. The plugin
+   * opens one more connection for subscriptions (`redis.duplicate()`), and
+   * closes only that one.
+   */
+  redis?: Redis
+  /** Extra ioredis options for the connections the plugin opens (TLS, Sentinel, timeouts). */
+  redisOptions?: RedisOptions
+  /**
+   * Prefix of every key and pub/sub channel, so several apps share a Redis.
+   * Letters, digits, `_ . : -`. Keys carry it as a hash tag (`{prefix}`).
+   * @default 'sse'
+   */
+  prefix?: string
+}
+
+const PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
+/** Reconnect backoff: 50 ms, 100 ms, ... up to 2 s, forever. */
+const retryStrategy = (attempt: number): number => Math.min(attempt * 50, 2_000)
+
+// KEYS: epoch, seq, topic stream, clock (zset time -> seq), clock-last
+// ARGV: expected epoch, candidate epoch, event, data, channel, maxlen, ttl ms, pubsub channel, topic
+// Returns { seq, epoch }; seq 0 means "the epoch is not yours": switch to it and retry.
+const PUBLISH = `
+local e = redis.call('GET', KEYS[1])
+if not e then
+  redis.call('SET', KEYS[1], ARGV[2])
+  e = ARGV[2]
+end
+if e ~= ARGV[1] then return {0, e} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[7])
+local fresh = redis.call('EXISTS', KEYS[3]) == 0
+local bound = 0
+if fresh and ttl > 0 then
+  local s = redis.call('ZRANGEBYSCORE', KEYS[4], now - ttl, '+inf', 'LIMIT', 0, 1)
+  if #s > 0 then bound = tonumber(s[1]) else bound = tonumber(redis.call('GET', KEYS[2]) or '0') end
+end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], seq .. '-0', 'e', ARGV[3], 'd', ARGV[4], 'c', ARGV[5], 't', now)
+if fresh and bound > 0 then
+  -- A key created anew may have expired in an earlier life: whatever it held
+  -- is at or below the clock's bound, so resumes from below it get reset.
+  if bound >= seq then bound = seq - 1 end
+  redis.call('XSETID', KEYS[3], seq .. '-0', 'MAXDELETEDID', bound .. '-0')
+end
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  local last = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if now - last >= 1000 then
+    redis.call('SET', KEYS[5], now)
+    redis.call('ZADD', KEYS[4], now, seq)
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - ttl - 60000)
+  end
+end
+redis.call('PUBLISH', ARGV[8], e .. '\\n' .. seq .. '\\n' .. ARGV[9] .. '\\n' .. ARGV[5] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
+return {seq, e}
+`
+
+// KEYS: epoch, topic stream, clock, seq
+// ARGV: expected epoch, after seq, ttl ms
+// Returns {'epoch'} | {'trimmed'} | {'ok', entries}
+const AFTER = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'epoch'} end
+local after = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  -- No key: never published, or expired ttl after its last publish. Any
+  -- event it held was published before now - ttl, so at or below the first
+  -- clock sample after that time (or the head, if there is none).
+  local bound = 0
+  if ttl > 0 then
+    local s = redis.call('ZRANGEBYSCORE', KEYS[3], now - ttl, '+inf', 'LIMIT', 0, 1)
+    if #s > 0 then bound = tonumber(s[1]) else bound = tonumber(redis.call('GET', KEYS[4]) or '0') end
+  end
+  if after < bound then return {'trimmed'} end
+  return {'ok', {}}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[2])
+local maxdel = '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'max-deleted-entry-id' then maxdel = info[i + 1] end
+end
+if after < tonumber(string.match(maxdel, '^(%d+)')) then return {'trimmed'} end
+local entries = redis.call('XRANGE', KEYS[2], '(' .. after .. '-0', '+')
+if ttl > 0 and #entries > 0 then
+  local fields = entries[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 't' and tonumber(fields[i + 1]) <= now - ttl then return {'trimmed'} end
+  end
+end
+return {'ok', entries}
+`
+
+interface Scripts {
+  ssePublish: (...args: Array<string | number>) => Promise<[number, string]>
+  sseAfter: (...args: Array<string | number>) => Promise<[string, Array<[string, string[]]>?]>
+}
+
+/** The Redis backend; see the module note. */
+export class RedisBackend implements Backend {
+  epoch = ''
+  private host: BackendHost | null = null
+  private limits: HistoryLimits | null = null
+  private cmd: Redis | null = null
+  private sub: Redis | null = null
+  private readonly ownsCmd: boolean
+  private readonly prefix: string
+  private readonly keys: { epoch: string, seq: string, clock: string, clockLast: string }
+  /** Topic -> the promise of its SUBSCRIBE taking effect. */
+  private readonly topics = new Map<string, Promise<void>>()
+  /** The highest seq handed to the hub in this epoch: Redis sends in order, so anything at or below is a repeat. */
+  private lastDelivered = 0
+  private down = false
+  private closing = false
+
+  constructor (private readonly options: RedisBackendOptions) {
+    const prefix = options.prefix ?? 'sse'
+    if (!PREFIX.test(prefix)) throw new FST_ERR_SSEHUB_OPTION_INVALID('prefix', 'must be 1 to 64 letters, digits, "_", ".", ":" or "-"')
+    this.prefix = prefix
+    this.ownsCmd = options.redis === undefined
+    const tag = `{${prefix}}`
+    this.keys = { epoch: `${tag}:epoch`, seq: `${tag}:seq`, clock: `${tag}:clock`, clockLast: `${tag}:clock-last` }
+  }
+
+  private topicKey (topic: string): string {
+    return `{${this.prefix}}:t:${topic}`
+  }
+
+  private pubsubChannel (topic: string): string {
+    return `${this.prefix}:m:${topic}`
+  }
+
+  async start (host: BackendHost, limits: HistoryLimits): Promise<void> {
+    this.host = host
+    this.limits = limits
+    const connection: RedisOptions = {
+      retryStrategy,
+      // Fail fast while Redis is away: a publish is refused, never queued
+      // (a queued one could land after the app gave up on it), and never
+      // resent after a reconnect (it may already have run).
+      enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false,
+      maxRetriesPerRequest: 0,
+      ...this.options.redisOptions
+    }
+    const cmd = this.options.redis ?? new Redis(this.options.url ?? 'redis://127.0.0.1:6379', connection)
+    this.cmd = cmd
+    // Subscriptions are restored by hand after a reconnect, so the hub can
+    // catch up from history only once they are in effect.
+    const sub = cmd.duplicate({ ...connection, autoResubscribe: false, enableOfflineQueue: true })
+    this.sub = sub
+    const scripts = cmd as unknown as Redis & Scripts
+    if (typeof scripts.ssePublish !== 'function') {
+      cmd.defineCommand('ssePublish', { numberOfKeys: 5, lua: PUBLISH })
+      cmd.defineCommand('sseAfter', { numberOfKeys: 4, lua: AFTER })
+    }
+
+    for (const client of [cmd, sub]) {
+      client.on('error', (err: Error) => {
+        if (!this.down && !this.closing) host.log.error({ err }, 'fastify-sse-hub: redis error')
+      })
+      client.on('close', () => this.lost())
+    }
+    sub.on('message', (_channel: string, message: string) => this.onMessage(message))
+    sub.on('ready', () => { if (this.down) void this.recover() })
+    cmd.on('ready', () => { if (this.down) void this.recover() })
+
+    await Promise.all([ready(cmd), ready(sub)])
+    this.epoch = await this.ensureEpoch()
+  }
+
+  /** The epoch in Redis, creating one if there is none. */
+  private async ensureEpoch (): Promise<string> {
+    const cmd = this.cmd as Redis
+    await cmd.set(this.keys.epoch, newEpoch(), 'NX')
+    return await cmd.get(this.keys.epoch) as string
+  }
+
+  private lost (): void {
+    if (this.closing || this.down) return
+    this.down = true
+    this.host?.log.warn({ prefix: this.prefix }, 'fastify-sse-hub: redis connection lost; publishes are refused until it is back')
+  }
+
+  /** Both connections are back: check the epoch, restore subscriptions, then let the hub catch up. */
+  private async recover (): Promise<void> {
+    const cmd = this.cmd as Redis
+    const sub = this.sub as Redis
+    if (cmd.status !== 'ready' || sub.status !== 'ready' || !this.down || this.closing) return
+    this.down = false
+    try {
+      const epoch = await this.ensureEpoch()
+      if (epoch !== this.epoch) this.switchEpoch(epoch)
+      const channels = [...this.topics.keys()].map(t => this.pubsubChannel(t))
+      if (channels.length > 0) await sub.subscribe(...channels)
+    } catch (err) {
+      // Lost again while recovering: the next 'ready' starts over.
+      this.down = true
+      this.host?.log.warn({ err }, 'fastify-sse-hub: redis recovery interrupted; retrying')
+      return
+    }
+    this.host?.log.info({ prefix: this.prefix }, 'fastify-sse-hub: redis connection recovered; streams catch up from history')
+    this.host?.interrupted()
+  }
+
+  /** Redis has a new history (flushed or replaced): every stream is reset onto it. */
+  private switchEpoch (epoch: string): void {
+    const old = this.epoch
+    this.epoch = epoch
+    this.lastDelivered = 0
+    this.host?.log.warn({ from: old, to: epoch }, 'fastify-sse-hub: redis history was replaced (new epoch); streams get reset')
+    this.host?.epochChanged(old)
+  }
+
+  private onMessage (message: string): void {
+    // epoch \n seq \n topic \n channel \n event \n data (data is JSON: no raw LF)
+    let at = 0
+    const next = (): string => {
+      const end = message.indexOf('\n', at)
+      const part = message.slice(at, end)
+      at = end + 1
+      return part
+    }
+    const epoch = next()
+    const seq = Number(next())
+    const topic = next()
+    const channel = next()
+    const event = next()
+    const data = message.slice(at)
+    if (epoch !== this.epoch) this.switchEpoch(epoch)
+    if (seq <= this.lastDelivered) return
+    this.lastDelivered = seq
+    this.host?.deliver({ id: formatId(epoch, seq), seq, topic, channel, event, data })
+  }
+
+  async publish (topic: string, event: string, data: string, payload: unknown, channel: string): Promise<HubEvent> {
+    const cmd = this.cmd as Redis & Scripts
+    if (this.down || cmd.status !== 'ready') throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('redis is not connected')
+    const limits = this.limits as HistoryLimits
+    for (let attempt = 0; attempt < 3; attempt++) {
+      let result: [number, string]
+      try {
+        result = await cmd.ssePublish(
+          this.keys.epoch, this.keys.seq, this.topicKey(topic), this.keys.clock, this.keys.clockLast,
+          this.epoch, newEpoch(), event, data, channel, limits.history, limits.historyTtl, this.pubsubChannel(topic), topic)
+      } catch (err) {
+        throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE((err as Error).message)
+      }
+      const [seq, epoch] = result
+      if (seq > 0) return { id: formatId(epoch, seq), seq: Number(seq), topic, channel, event, data, payload }
+      this.switchEpoch(epoch)
+    }
+    throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('the epoch kept changing')
+  }
+
+  subscribe (topic: string): Promise<void> {
+    let pending = this.topics.get(topic)
+    if (pending === undefined) {
+      const sub = this.sub as Redis
+      pending = sub.subscribe(this.pubsubChannel(topic)).then(() => {}, (err: Error) => {
+        // Not fatal: recover() subscribes every known topic once Redis is back.
+        this.host?.log.warn({ err, topic }, 'fastify-sse-hub: redis subscribe failed; retried on reconnect')
+      })
+      this.topics.set(topic, pending)
+    }
+    return pending
+  }
+
+  unsubscribe (topic: string): void {
+    if (!this.topics.delete(topic) || this.closing) return
+    ;(this.sub as Redis).unsubscribe(this.pubsubChannel(topic)).catch(() => {})
+  }
+
+  async after (topic: string, seq: number): Promise<HistoryAfter> {
+    const cmd = this.cmd as Redis & Scripts
+    const [status, entries] = await cmd.sseAfter(
+      this.keys.epoch, this.topicKey(topic), this.keys.clock, this.keys.seq,
+      this.epoch, seq, (this.limits as HistoryLimits).historyTtl)
+    if (status !== 'ok') return { events: [], trimmed: true }
+    const events: HubEvent[] = []
+    for (const [id, fields] of entries ?? []) {
+      const s = Number(id.slice(0, id.indexOf('-')))
+      let event = ''
+      let data = ''
+      let channel = ''
+      for (let i = 0; i < fields.length; i += 2) {
+        if (fields[i] === 'e') event = fields[i + 1]
+        else if (fields[i] === 'd') data = fields[i + 1]
+        else if (fields[i] === 'c') channel = fields[i + 1]
+      }
+      events.push({ id: formatId(this.epoch, s), seq: s, topic, channel, event, data })
+    }
+    return { events, trimmed: false }
+  }
+
+  async head (): Promise<number> {
+    if (this.down) return this.lastDelivered
+    try {
+      return Number(await (this.cmd as Redis).get(this.keys.seq) ?? 0)
+    } catch {
+      return this.lastDelivered
+    }
+  }
+
+  stats (): BackendStats {
+    const connected = !this.down && this.cmd?.status === 'ready' && this.sub?.status === 'ready'
+    return { kind: 'redis', connected, historyEvents: 0, historyBytes: 0, topics: this.topics.size }
+  }
+
+  async close (): Promise<void> {
+    this.closing = true
+    const quit = async (client: Redis | null): Promise<void> => {
+      if (client === null) return
+      try {
+        await client.quit()
+      } catch {
+        client.disconnect()
+      }
+    }
+    await quit(this.sub)
+    if (this.ownsCmd) await quit(this.cmd)
+  }
+}
+
+function ready (client: Redis): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve()
+  return new Promise((resolve) => client.once('ready', () => resolve()))
+}
+
+/**
+ * The Redis backend: `fastify.register(ssePlugin, { backend: redisBackend({ url, prefix }) })`.
+ * Needs Redis 7 or later and the `ioredis` package.
+ */
+export function redisBackend (options: RedisBackendOptions = {}): Backend {
+  return new RedisBackend(options)
+}
