@@ -1,0 +1,257 @@
+/**
+ * `fastify-sse-hub/client`: a small, typed subscriber to a hub's streams for
+ * browsers, and for Node >= 20 with an injected EventSource constructor (for
+ * example from the `eventsource` package).
+ *
+ * Its types come from the server's own channel definitions, through
+ * TYPE-ONLY imports: nothing of Fastify, TypeBox or the hub is loaded at run
+ * time, so a browser bundle that imports this module and the *types* of its
+ * channels (`import type { ticker } from './channels.js'`) carries neither.
+ *
+ * ```ts
+ * import { subscribe } from 'fastify-sse-hub/client'
+ * import type { ticker } from './channels.js'
+ *
+ * const sub = subscribe<typeof ticker>('/ticker', {
+ *   price: (data, meta) => render(data.symbol, data.price, meta.id),
+ *   halt: (data) => showHalt(data.symbol)
+ * }, { onReset: () => refetchPrices() })
+ * ```
+ */
+import type { Static, TSchema } from '@sinclair/typebox'
+
+/** Why the hub could not replay what a client missed; the same as the server's `ResetReason`. */
+export type ResetReason = 'unknown' | 'trimmed' | 'epoch'
+
+/** The connection, as the page sees it: `connecting` (or reconnecting), `open`, or `closed` for good. */
+export type ConnectionState = 'connecting' | 'open' | 'closed'
+
+/**
+ * Anything that carries a channel's event map: a channel (`typeof ticker`),
+ * or a topic of a templated one (`ReturnType<typeof room.topic>`).
+ */
+export type ChannelLike =
+  | { readonly events: Record<string, TSchema> }
+  | { readonly channel: { readonly events: Record<string, TSchema> } }
+
+/** The event map of a channel or topic type. */
+export type EventsOf<C> =
+  C extends { readonly events: infer E } ? E
+    : C extends { readonly channel: { readonly events: infer E } } ? E
+      : never
+
+/** The event names of `C`; of every member when `C` is a union (a stream that follows several channels). */
+export type EventNames<C> = C extends unknown ? keyof EventsOf<C> & string : never
+
+/** The payload type of `event` on `C`, as `Static<schema>`; a union where several channels of `C` declare it. */
+export type EventData<C, K extends string> =
+  C extends unknown
+    ? EventsOf<C> extends infer E
+      ? K extends keyof E ? (E[K] extends TSchema ? Static<E[K]> : never) : never
+      : never
+    : never
+
+/** What a client handler learns about an event besides its payload. */
+export interface ClientEventMeta<K extends string = string> {
+  /** The hub id of the event (`<epoch>-<seq>`): what a later resume starts after. */
+  id: string
+  /** The event name. */
+  event: K
+}
+
+/** One handler per event of `C`, each typed from its schema. All optional. */
+export type EventHandlers<C> = {
+  [K in EventNames<C>]?: (data: EventData<C, K>, meta: ClientEventMeta<K>) => void
+}
+
+/** What `onReset` is told: the hub could not replay the gap, so state should be fetched anew. */
+export interface ResetInfo {
+  /** The id the client asked to resume from (as the hub received it, at most 64 characters). */
+  lastEventId: string
+  /** Why the gap could not be replayed: `epoch` (the hub restarted with no history), `trimmed` or `unknown`. */
+  reason: ResetReason
+  /** The hub's head id at the reset: the stream goes on with the events published after it. */
+  id: string
+}
+
+/** The part of an `EventSource` this client uses; the browser's and the `eventsource` package's both fit. */
+export interface EventSourceLike {
+  readonly readyState: number
+  readonly url: string
+  addEventListener: (type: string, listener: (event: any) => void) => void // eslint-disable-line @typescript-eslint/no-explicit-any
+  removeEventListener: (type: string, listener: (event: any) => void) => void // eslint-disable-line @typescript-eslint/no-explicit-any
+  close: () => void
+}
+
+/** An `EventSource` constructor: the browser's global, or one from a package in Node. */
+export type EventSourceConstructor = new (url: string, init?: any) => EventSourceLike // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** Options of {@link subscribe}. */
+export interface SubscribeOptions {
+  /**
+   * Resume after this id (one kept from an earlier session, e.g. with state
+   * stored alongside it): sent as the `lastEventId` query parameter. Once
+   * the stream has delivered events, reconnections send their own
+   * `Last-Event-ID` header, which the hub prefers.
+   */
+  lastEventId?: string
+  /**
+   * Called when the hub says it cannot replay what was missed (`event: reset`):
+   * the app should fetch its state again. Live events follow.
+   */
+  onReset?: (info: ResetInfo) => void
+  /** Called on every change of {@link Subscription.state}. */
+  onStateChange?: (state: ConnectionState, previous: ConnectionState) => void
+  /**
+   * Called when an event's data is not JSON, or a handler (or `onReset`)
+   * throws. Without it, such an error is thrown again outside the stream's
+   * dispatch, as an uncaught listener error would be.
+   */
+  onError?: (error: Error, meta: { event: string, id: string }) => void
+  /** The `EventSource` constructor to use. @default globalThis.EventSource (browsers; Node >= 20 needs one passed in) */
+  EventSource?: EventSourceConstructor
+  /** Sends cookies on cross-origin streams (the EventSource `withCredentials` flag). @default false */
+  withCredentials?: boolean
+  /** More options for the EventSource constructor, e.g. `{ fetch }` for the `eventsource` package. */
+  eventSourceInit?: Record<string, unknown>
+}
+
+/** A running subscription. */
+export interface Subscription {
+  /** The URL the stream was opened with (including the `lastEventId` parameter, if one was given). */
+  readonly url: string
+  /** `connecting` (also between reconnections), `open`, or `closed` (by `close()`, or given up by the EventSource). */
+  readonly state: ConnectionState
+  /** The id of the last event received (or of the last reset), else the `lastEventId` option; `undefined` before either. */
+  readonly lastEventId: string | undefined
+  /** The underlying EventSource. */
+  readonly source: EventSourceLike
+  /** Closes the stream for good: no handler is called after it. Safe to call twice. */
+  close: () => void
+}
+
+interface MessageLike {
+  data?: unknown
+  lastEventId?: unknown
+  type?: string
+}
+
+const CLOSED = 2
+
+/** Appends `lastEventId=<id>` to `url`'s query, before any `#fragment`. */
+function withLastEventId (url: string, id: string): string {
+  const hash = url.indexOf('#')
+  const base = hash === -1 ? url : url.slice(0, hash)
+  const fragment = hash === -1 ? '' : url.slice(hash)
+  const sep = base.includes('?') ? (base.endsWith('?') || base.endsWith('&') ? '' : '&') : '?'
+  return `${base}${sep}lastEventId=${encodeURIComponent(id)}${fragment}`
+}
+
+function toError (value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value))
+}
+
+/**
+ * Opens an event stream at `url` and calls `handlers[event](data, meta)` for
+ * each event, with `data` parsed from JSON and typed from the channel
+ * definitions `C` (a channel type, a topic type, or a union of them for a
+ * stream that follows several). Handles the hub's `reset` with
+ * `options.onReset`. Reconnection is the EventSource's own; the hub resumes
+ * it from `Last-Event-ID` without loss or duplicates.
+ */
+export function subscribe<C extends ChannelLike = never> (
+  url: string | URL,
+  handlers: EventHandlers<C>,
+  options: SubscribeOptions = {}
+): Subscription {
+  if (handlers === null || typeof handlers !== 'object') throw new TypeError('fastify-sse-hub/client: handlers must be an object of event name -> function')
+  const Ctor: EventSourceConstructor | undefined = options.EventSource ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource
+  if (typeof Ctor !== 'function') {
+    throw new TypeError('fastify-sse-hub/client: no EventSource here; pass one as options.EventSource (in Node, e.g. from the "eventsource" package)')
+  }
+  let href = String(url)
+  let lastEventId: string | undefined
+  if (options.lastEventId !== undefined && options.lastEventId !== null) {
+    if (typeof options.lastEventId !== 'string') throw new TypeError('fastify-sse-hub/client: options.lastEventId must be a string')
+    if (options.lastEventId !== '') {
+      lastEventId = options.lastEventId
+      href = withLastEventId(href, lastEventId)
+    }
+  }
+  const init: Record<string, unknown> = { ...options.eventSourceInit }
+  if (options.withCredentials !== undefined) init.withCredentials = options.withCredentials
+
+  let state: ConnectionState = 'connecting'
+  let closed = false
+  const listeners: Array<[string, (event: MessageLike) => void]> = []
+
+  const setState = (next: ConnectionState): void => {
+    if (next === state) return
+    const previous = state
+    state = next
+    options.onStateChange?.(next, previous)
+  }
+
+  const fail = (err: unknown, event: string, id: string): void => {
+    const error = toError(err)
+    if (options.onError !== undefined) {
+      options.onError(error, { event, id })
+      return
+    }
+    setTimeout(() => { throw error }, 0)
+  }
+
+  /** Parses one message and runs `fn` with it; null data or a parse error goes to onError. */
+  const dispatch = (name: string, ev: MessageLike, fn: (data: unknown, id: string) => void): void => {
+    if (closed) return
+    const id = typeof ev.lastEventId === 'string' ? ev.lastEventId : ''
+    if (id !== '') lastEventId = id
+    let data: unknown
+    try {
+      data = JSON.parse(String(ev.data))
+    } catch (err) {
+      fail(new Error(`fastify-sse-hub/client: the data of event "${name}" is not JSON (${toError(err).message})`), name, id)
+      return
+    }
+    try {
+      fn(data, id)
+    } catch (err) {
+      fail(err, name, id)
+    }
+  }
+
+  const source = new Ctor(href, init)
+  const on = (type: string, listener: (event: MessageLike) => void): void => {
+    listeners.push([type, listener])
+    source.addEventListener(type, listener)
+  }
+
+  for (const name of Object.keys(handlers)) {
+    const handler = (handlers as Record<string, unknown>)[name]
+    if (handler === undefined) continue
+    if (typeof handler !== 'function') throw new TypeError(`fastify-sse-hub/client: the handler of "${name}" must be a function`)
+    on(name, ev => dispatch(name, ev, (data, id) => {
+      (handler as (data: unknown, meta: ClientEventMeta) => void)(data, { id, event: name })
+    }))
+  }
+  on('reset', ev => dispatch('reset', ev, (data, id) => {
+    const info = (data ?? {}) as Partial<ResetInfo>
+    options.onReset?.({ lastEventId: String(info.lastEventId ?? ''), reason: info.reason as ResetReason, id })
+  }))
+  on('open', () => { if (!closed) setState('open') })
+  on('error', () => { if (!closed) setState(source.readyState === CLOSED ? 'closed' : 'connecting') })
+
+  return {
+    url: href,
+    source,
+    get state () { return state },
+    get lastEventId () { return lastEventId },
+    close () {
+      if (closed) return
+      closed = true
+      for (const [type, listener] of listeners) source.removeEventListener(type, listener)
+      source.close()
+      setState('closed')
+    }
+  }
+}
