@@ -59,10 +59,14 @@ export interface ClientEventMeta<K extends string = string> {
   event: K
 }
 
-/** One handler per event of `C`, each typed from its schema. All optional. */
-export type EventHandlers<C> = {
-  [K in EventNames<C>]?: (data: EventData<C, K>, meta: ClientEventMeta<K>) => void
-}
+/**
+ * One handler per event of `C`, each typed from its schema. All optional.
+ * Without a channel type (`C` = never) no handler is accepted: pass one,
+ * as in `subscribe<typeof ticker>(...)`.
+ */
+export type EventHandlers<C> = [C] extends [never]
+  ? { readonly [event: string]: never }
+  : { [K in EventNames<C>]?: (data: EventData<C, K>, meta: ClientEventMeta<K>) => void }
 
 /** What `onReset` is told: the hub could not replay the gap, so state should be fetched anew. */
 export interface ResetInfo {

@@ -1,0 +1,74 @@
+// The server side of the same definitions: publish() takes the event's
+// Static<schema>, an unknown event or a wrong payload does not compile, topic
+// parameters are typed from the channel's name template.
+import { describe, expect, test } from 'tstyche'
+import { Type } from '@sinclair/typebox'
+import Fastify from 'fastify'
+import ssePlugin, { type Channel, type TopicParams } from '../lib/index.js'
+import { ticker, room, org, Price } from './channels.js'
+
+describe('channel.publish()', () => {
+  test('takes the payload typed from the schema', () => {
+    expect(ticker.publish('price', { symbol: 'ACME', price: 1 })).type.toBe<Promise<string>>()
+    expect(ticker.publish).type.toBeCallableWith('halt', { symbol: 'ACME', reason: 'news' })
+  })
+
+  test('a wrong payload does not compile', () => {
+    expect(ticker.publish).type.not.toBeCallableWith('price', { symbol: 1 })
+    expect(ticker.publish).type.not.toBeCallableWith('price', { symbol: 1, price: 1 })
+    expect(ticker.publish).type.not.toBeCallableWith('price', { symbol: 'ACME' })
+    expect(ticker.publish).type.not.toBeCallableWith('halt', { symbol: 'ACME', reason: 'boredom' })
+    // @ts-expect-error Type 'number' is not assignable to type 'string'
+    void ticker.publish('price', { symbol: 1 })
+  })
+
+  test('an unknown event does not compile', () => {
+    expect(ticker.publish).type.not.toBeCallableWith('trade', { symbol: 'ACME', price: 1 })
+    // @ts-expect-error Argument of type '"message"' is not assignable to parameter of type '"price" | "halt"'
+    void ticker.publish('message', { user: 'a', text: 'b', at: 1 })
+  })
+
+  test('server-side subscribe handlers are typed too', () => {
+    ticker.subscribe('price', (data, meta) => {
+      expect(data).type.toBe<{ symbol: string, price: number }>()
+      expect(meta.topic).type.toBe<string>()
+    })
+    expect(ticker.subscribe).type.not.toBeCallableWith('nope', () => {})
+  })
+})
+
+describe('topics of a templated channel', () => {
+  test('topic params are typed from the name template', () => {
+    expect<TopicParams<'rooms/:roomId'>>().type.toBe<{ roomId: string }>()
+    expect<TopicParams<typeof org.name>>().type.toBe<{ org: string, team: string }>()
+    expect(room.topic).type.toBeCallableWith({ roomId: 'a' })
+    expect(room.topic).type.not.toBeCallableWith({ room: 'a' })
+    expect(room.topic).type.not.toBeCallableWith({})
+    expect(room.topic).type.not.toBeCallableWith({ roomId: 1 })
+    expect(org.topic).type.not.toBeCallableWith({ org: 'x' })
+    expect(org.topic).type.toBeCallableWith({ org: 'x', team: 'y' })
+  })
+
+  test('publish goes through a topic, typed', () => {
+    const lobby = room.topic({ roomId: 'lobby' })
+    expect(lobby.publish).type.toBeCallableWith('message', { user: 'a', text: 'hi', at: 1 })
+    expect(lobby.publish).type.not.toBeCallableWith('message', { user: 'a', text: 2, at: 1 })
+    expect(lobby.publish).type.not.toBeCallableWith('price', { symbol: 'ACME', price: 1 })
+    expect(room).type.not.toHaveProperty('publish')
+    expect(ticker).type.toHaveProperty('publish')
+  })
+})
+
+describe('app.sse.channel()', () => {
+  test('declared on an app or attached from a definition, the types are the same', async () => {
+    const app = Fastify()
+    await app.register(ssePlugin)
+    const inline = app.sse.channel('ticker', { events: { price: Price } })
+    expect(inline).type.toBe<Channel<'ticker', { price: typeof Price }>>()
+    expect(app.sse.channel(ticker)).type.toBe<typeof ticker>()
+    expect(inline.publish).type.not.toBeCallableWith('price', { symbol: 1 })
+    const numbers = app.sse.channel('n', { events: { n: Type.Number() } })
+    expect(numbers.publish).type.toBeCallableWith('n', 1)
+    expect(numbers.publish).type.not.toBeCallableWith('n', '1')
+  })
+})
