@@ -1,0 +1,127 @@
+// The demo page in a real Chromium: it loads the built client from
+// /client.js, receives the ticker's and the room's events parsed and typed,
+// shows live stats() counts, and shows the 400 of an invalid publish made
+// from its form.
+import t from 'tap'
+import { browserSkip, launchBrowser, openPage } from './helpers/browser.js'
+import { startDemo, until } from './helpers/demo.js'
+
+const skip = browserSkip()
+
+interface Seen {
+  events: Array<{ event: string, id: string, data: Record<string, unknown> }>
+  state: string
+  stateLoads: number
+  firstEventAt: number | null
+  marks: { script: number, stateLoaded: number, open: number }
+  errors: string[]
+  publishErrors: Array<{ status: number, code?: string, message?: string }>
+}
+declare const demo: Seen
+
+const SYMBOLS = ['ACME', 'GLOBEX', 'INITECH', 'UMBRELLA', 'HOOLI', 'STARK']
+
+t.test('the page gets live, parsed ticker and room events through the built client', { skip }, async t => {
+  const { app, origin } = await startDemo(t, { tickMs: 100 })
+  const browser = await launchBrowser(t)
+  const { page, errors } = await openPage(t, browser)
+  const started = Date.now()
+  await page.goto(origin + '/')
+  await page.waitForFunction(() => demo.events.filter(e => e.event === 'price').length >= 10)
+  const seen = await page.evaluate(() => demo)
+  const m = seen.marks
+  t.comment(`time to first event: ${seen.firstEventAt?.toFixed(0)} ms after navigation start ` +
+    `(script ran at ${m.script.toFixed(0)} ms, state loaded at ${m.stateLoaded.toFixed(0)} ms, stream open at ${m.open.toFixed(0)} ms; ` +
+    `${Date.now() - started} ms to 10 prices, ticker at 2 prices / 100 ms)`)
+  t.equal(seen.state, 'open', 'the client says the stream is open')
+  t.equal(seen.stateLoads, 1, 'the state was loaded once')
+  for (const e of seen.events.filter(e => e.event === 'price')) {
+    t.ok(SYMBOLS.includes(e.data.symbol as string), `symbol ${String(e.data.symbol)} is one of the ticker's`)
+    t.equal(typeof e.data.price, 'number', 'price arrives as a number (JSON parsed)')
+    t.match(e.id, /^[0-9a-z]+-\d+$/, 'meta.id is the hub id')
+  }
+  const seqs = seen.events.map(e => Number(e.id.split('-')[1]))
+  t.same(seqs, [...seqs].sort((a, b) => a - b), 'ids arrive in order')
+  t.equal(new Set(seqs).size, seqs.length, 'no event twice')
+
+  // The table shows what the events said.
+  const last = seen.events.filter(e => e.event === 'price').at(-1) as Seen['events'][0]
+  await page.waitForFunction(({ symbol, price }) => {
+    const cell = document.querySelector(`#sym-${symbol} .price`)
+    return cell !== null && cell.textContent === price
+  }, { symbol: last.data.symbol as string, price: (last.data.price as number).toFixed(2) })
+  t.ok(await page.locator('#prices tr').count() >= 3, 'several symbols are on the board')
+
+  // A message published on the server appears in the room, once.
+  const id = await app.demo.room.topic({ roomId: 'lobby' }).publish('message', { user: 'server', text: 'Welcome <b>all</b>', at: Date.now() })
+  await page.waitForFunction((id) => document.querySelector(`#messages li[data-id="${id}"]`) !== null, id)
+  t.equal(await page.locator(`#messages li[data-id="${id}"] .text`).textContent(), 'Welcome <b>all</b>', 'text shown as text')
+  const message = (await page.evaluate(() => demo.events)).filter(e => e.event === 'message')
+  t.same(message.map(e => [e.id, e.data.user, e.data.text]), [[id, 'server', 'Welcome <b>all</b>']], 'the message event, parsed, once')
+
+  // The stats panel polls app.sse.stats().
+  await page.waitForFunction(() => document.querySelector('[data-stat="openStreams"]')?.textContent === '1')
+  const published = app.sse.stats().published
+  await page.waitForFunction((n) => Number(document.querySelector('[data-stat="published"]')?.textContent) >= n, published)
+  t.pass(`stats shown: 1 open stream, published >= ${published}`)
+  t.same(errors, [], 'no console errors')
+  t.same(await page.evaluate(() => demo.errors), [], 'no client errors')
+})
+
+t.test('publishing from the page: a valid message comes back as an event, an invalid one shows the 400', { skip }, async t => {
+  const { app, origin } = await startDemo(t, { tickMs: 0 })
+  const browser = await launchBrowser(t)
+  const { page, errors } = await openPage(t, browser)
+  await page.goto(origin + '/?room=dev')
+  await page.waitForFunction(() => demo.state === 'open')
+  t.equal(await page.locator('#room-name').textContent(), 'dev')
+
+  // Latency of one event, publish to handler, on an open stream.
+  const latencies: number[] = []
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now()
+    const id = await app.demo.tick('ACME')
+    await page.waitForFunction((id) => demo.events.some(e => e.id === id), id, { polling: 'raf' })
+    latencies.push(performance.now() - t0)
+  }
+  t.comment(`publish -> page handler: ${latencies.map(l => l.toFixed(1)).join(', ')} ms (incl. Playwright's round trip)`)
+  await page.evaluate(() => { demo.events.length = 0 })
+
+  await page.fill('#user', 'alice')
+  await page.fill('#text', 'hello from the page')
+  await page.click('#send button')
+  await page.waitForFunction(() => demo.events.some(e => e.event === 'message'))
+  const [ev] = await page.evaluate(() => demo.events)
+  t.match(ev, { event: 'message', data: { user: 'alice', text: 'hello from the page' } }, 'the stream delivered the published message')
+  t.equal(typeof ev.data.at, 'number')
+  await page.waitForFunction(() => document.querySelector('#messages .text')?.textContent === 'hello from the page')
+  t.equal(await page.locator('#form-error').isHidden(), true, 'no error shown')
+  t.equal(await page.inputValue('#text'), '', 'the form was cleared')
+
+  // Empty text: the channel schema refuses it, and the page shows why.
+  await page.fill('#text', '')
+  await page.click('#send button')
+  await page.waitForFunction(() => !(document.querySelector('#form-error') as HTMLElement).hidden)
+  const shown = await page.locator('#form-error').textContent() ?? ''
+  t.match(shown, /^400 FST_ERR_SSEHUB_PAYLOAD_INVALID: /, 'status and code shown')
+  t.match(shown, /"\/text"/, 'the JSON path of the bad field is shown')
+  t.match(shown, /greater or equal to 1/, 'with TypeBox\'s reason')
+
+  // Too long: 281 characters.
+  await page.fill('#text', 'x'.repeat(281))
+  await page.click('#send button')
+  await page.waitForFunction(() => demo.publishErrors.length === 2)
+  t.match(await page.locator('#form-error').textContent(), /400 FST_ERR_SSEHUB_PAYLOAD_INVALID: .*"\/text".*less or equal to 280/)
+
+  // A name too long.
+  await page.fill('#user', 'u'.repeat(30))
+  await page.fill('#text', 'ok')
+  await page.click('#send button')
+  await page.waitForFunction(() => demo.publishErrors.length === 3)
+  t.match(await page.locator('#form-error').textContent(), /"\/user"/)
+
+  t.same((await page.evaluate(() => demo.events)).map(e => e.event), ['message'], 'nothing invalid reached the stream')
+  t.equal(app.sse.stats().published, 6, 'five ticks and one message: nothing else was published')
+  // Chromium logs failed fetches (400) as console errors; nothing else may appear.
+  t.same(errors.filter(e => !/status of 400/.test(e)), [], 'no other console errors')
+})
