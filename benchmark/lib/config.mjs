@@ -1,0 +1,85 @@
+// The systems and the matrix.
+import { createRequire } from 'node:module'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+
+const here = fileURLToPath(new URL('..', import.meta.url))
+const requireHere = createRequire(`${here}servers/x.mjs`)
+
+function resolvable (name) {
+  try {
+    requireHere.resolve(name)
+    return true
+  } catch {
+    try {
+      // ESM-only packages: look for the folder.
+      return existsSync(`${here}node_modules/${name}/package.json`)
+    } catch {
+      return false
+    }
+  }
+}
+
+/**
+ * name: id used on the command line and in results; label: for tables;
+ * file: benchmark/servers/<file>; needs: packages that must resolve from
+ * benchmark/servers (peers live in benchmark/node_modules); redis: two
+ * instances on a Redis backend (publish to A, subscribe on B).
+ */
+export const SYSTEMS = [
+  { name: 'plugin', label: 'fastify-sse-hub (memory)', file: 'plugin.mjs', needs: ['fastify', '@sinclair/typebox'], build: true },
+  { name: 'floor', label: 'node:http, write per event (floor)', file: 'floor.mjs', needs: [] },
+  { name: 'ceiling', label: 'node:http, one chunk per turn (ceiling)', file: 'ceiling.mjs', needs: [] },
+  { name: 'fastify-sse', label: '@fastify/sse', file: 'fastify-sse.mjs', needs: ['@fastify/sse', 'fastify'], peer: true },
+  { name: 'better-sse', label: 'better-sse + fastify', file: 'better-sse.mjs', needs: ['better-sse', 'fastify'], peer: true },
+  { name: 'fastify-sse-v2', label: 'fastify-sse-v2', file: 'fastify-sse-v2.mjs', needs: ['fastify-sse-v2', 'fastify'], peer: true },
+  { name: 'plugin-redis', label: 'fastify-sse-hub (Redis, 2 instances)', file: 'plugin.mjs', needs: ['fastify', '@sinclair/typebox', 'ioredis'], build: true, redis: true }
+]
+
+/** Why a system cannot run here, or null. */
+export function unavailable (sys) {
+  if (sys.build && !existsSync(fileURLToPath(new URL('../../dist/esm/index.js', import.meta.url)))) {
+    return 'dist/ is missing: run `npm run build` at the root'
+  }
+  for (const n of sys.needs) {
+    if (!resolvable(n)) return `${n} is not installed (npm install in benchmark/)`
+  }
+  return null
+}
+
+/** Scenario lists and windows. Times in ms. */
+export function matrix (quick) {
+  if (quick) {
+    return {
+      reps: 1,
+      ns: [100],
+      fanout: [
+        { kind: 'latency', inflight: 1, warmupMs: 150, windowMs: 500, drainMs: 3000 },
+        { kind: 'closed', inflight: 8, warmupMs: 150, windowMs: 700, drainMs: 3000 },
+        { kind: 'rate', rate: 1000, warmupMs: 150, windowMs: 500, drainMs: 1500 }
+      ],
+      many: { n: 100, topics: 10, scenarios: [{ kind: 'closed', inflight: 8, warmupMs: 150, windowMs: 500, drainMs: 3000 }] },
+      slow: { n: 100, scenarios: [{ kind: 'closed', inflight: 8, warmupMs: 150, windowMs: 700, drainMs: 3000 }] }
+    }
+  }
+  return {
+    reps: 3,
+    ns: [100, 1000, 10000],
+    fanout: [
+      { kind: 'latency', inflight: 1, warmupMs: 300, windowMs: 2000, drainMs: 5000 },
+      { kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 3000, drainMs: 5000 },
+      { kind: 'rate', rate: 1000, warmupMs: 300, windowMs: 2000, drainMs: 2000 },
+      { kind: 'rate', rate: 5000, warmupMs: 300, windowMs: 2000, drainMs: 2000 },
+      { kind: 'rate', rate: 20000, warmupMs: 300, windowMs: 2000, drainMs: 2000 }
+    ],
+    many: {
+      n: 10000,
+      topics: 1000,
+      scenarios: [
+        { kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 3000, drainMs: 5000 },
+        { kind: 'rate', rate: 5000, warmupMs: 300, windowMs: 2000, drainMs: 2000 }
+      ]
+    },
+    slow: { n: 1000, scenarios: [{ kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 5000, drainMs: 5000 }] }
+  }
+}
