@@ -44,8 +44,11 @@ t.test('restart on the same port: the page gets reset, loads the state again, an
   // The new process publishes before it listens: no stream can carry this
   // one to the page; only the state fetched after the reset has it.
   let away = ''
-  const second = await startDemo(t, { tickMs: 0, sse }, first.port, async app => {
-    away = await app.demo.room.topic({ roomId: 'lobby' }).publish('message', { user: 'new', text: 'while you were away', at: Date.now() })
+  const second = await startDemo(t, { tickMs: 0, sse }, {
+    port: first.port,
+    beforeListen: async app => {
+      away = await app.demo.room.topic({ roomId: 'lobby' }).publish('message', { user: 'new', text: 'while you were away', at: Date.now() })
+    }
   })
   const upAt = Date.now()
   const upAtPage = await page.evaluate(() => performance.now())

@@ -68,7 +68,7 @@ t.test('restart on the same port: the page resumes with no event lost and none t
   for (let i = 0; i < 25; i++) await publish()
   t.equal(await page.evaluate(() => demo.state), 'connecting', 'the page is still waiting for the server')
 
-  const second = await startDemo(t, options, first.port)
+  const second = await startDemo(t, options, { port: first.port })
   const upAt = Date.now()
   const upAtPage = await page.evaluate(() => performance.now())
   t.equal(second.port, first.port, 'same port')

@@ -45,16 +45,22 @@ export async function buildDemo (options: DemoOptions): Promise<DemoApp> {
 /**
  * Builds the demo and listens on 127.0.0.1:`port` (0: a free one). `close()`
  * may be called by the test (to restart on the same port); teardown closes
- * it otherwise.
+ * it otherwise. `setup(app)` runs before the app is ready (hooks, routes);
+ * `beforeListen(app)` once it is ready, before it listens.
  */
-export async function startDemo (t: T, options: DemoOptions = {}, port = 0, before?: (app: DemoApp) => unknown): Promise<{ app: DemoApp, port: number, origin: string, close: () => Promise<void> }> {
+export async function startDemo (
+  t: T,
+  options: DemoOptions = {},
+  { port = 0, setup, beforeListen }: { port?: number, setup?: (app: DemoApp) => void, beforeListen?: (app: DemoApp) => unknown } = {}
+): Promise<{ app: DemoApp, port: number, origin: string, close: () => Promise<void> }> {
   const app = await buildDemo(options)
   let closing: Promise<void> | null = null
   const close = (): Promise<void> => (closing ??= app.close())
   t.teardown(close)
-  if (before !== undefined) {
+  setup?.(app)
+  if (beforeListen !== undefined) {
     await app.ready()
-    await before(app)
+    await beforeListen(app)
   }
   await app.listen({ port, host: '127.0.0.1' })
   const address = app.server.address()

@@ -1,0 +1,77 @@
+// HTTP/2 in a real browser: the demo served over TLS (a self-signed
+// certificate made here with openssl) with `http2: true`; Chromium loads the
+// page, streams events and publishes over h2.
+import t from 'tap'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { browserSkip, launchBrowser, openPage } from './helpers/browser.js'
+import { startDemo } from './helpers/demo.js'
+
+const haveOpenssl = spawnSync('openssl', ['version']).status === 0
+const skip = browserSkip() || (haveOpenssl ? false : 'openssl not found; install it with: apt-get install -y openssl')
+
+interface Seen {
+  events: Array<{ event: string, id: string, data: Record<string, unknown> }>
+  state: string
+  firstEventAt: number | null
+  errors: string[]
+}
+declare const demo: Seen
+
+function selfSigned (): { key: Buffer, cert: Buffer } {
+  const dir = mkdtempSync(join(tmpdir(), 'sse-hub-tls-'))
+  try {
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '1',
+      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
+      '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'
+    ], { stdio: 'ignore' })
+    return { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+t.test('the demo over HTTP/2 + TLS: page, stream and publish all on h2', { skip }, async t => {
+  const versions: Record<string, string[]> = {}
+  const { app, origin } = await startDemo(t, { tickMs: 100, http2: selfSigned() }, {
+    setup: app => {
+      app.addHook('onRequest', async (request) => {
+        const path = request.url.split('?')[0]
+        ;(versions[path] ??= []).push(request.raw.httpVersion)
+      })
+    }
+  })
+  const browser = await launchBrowser(t, ['--ignore-certificate-errors'])
+  const { page, errors } = await openPage(t, browser, { ignoreHTTPSErrors: true })
+  await page.goto(origin + '/')
+  await page.waitForFunction(() => demo.events.filter(e => e.event === 'price').length >= 5)
+  t.comment(`time to first event over h2: ${(await page.evaluate(() => demo.firstEventAt))?.toFixed(0)} ms after navigation start`)
+  t.equal(await page.evaluate(() => (performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming).nextHopProtocol), 'h2', 'the page came over h2')
+  t.same(versions['/events'], ['2.0'], 'the event stream is an HTTP/2 stream')
+  t.same(versions['/client.js'], ['2.0'], 'the client module came over h2')
+
+  // Publish from the page over the same h2 connection, and see it come back.
+  await page.fill('#user', 'h2')
+  await page.fill('#text', 'over one connection')
+  await page.click('#send button')
+  await page.waitForFunction(() => demo.events.some(e => e.event === 'message'))
+  t.match((await page.evaluate(() => demo.events)).find(e => e.event === 'message'), { data: { user: 'h2', text: 'over one connection' } })
+  t.same(versions['/api/rooms/lobby/messages'], ['2.0'], 'the POST went over h2')
+
+  // An invalid one shows its error over h2 too.
+  await page.fill('#text', '')
+  await page.click('#send button')
+  await page.waitForFunction(() => !(document.querySelector('#form-error') as HTMLElement).hidden)
+  t.match(await page.locator('#form-error').textContent(), /^400 FST_ERR_SSEHUB_PAYLOAD_INVALID: .*"\/text"/)
+
+  await page.waitForFunction(() => document.querySelector('[data-stat="openStreams"]')?.textContent === '1')
+  t.equal(app.sse.stats().openStreams, 1)
+  const ids = (await page.evaluate(() => demo.events)).map(e => Number(e.id.split('-')[1]))
+  t.same(ids, [...ids].sort((a, b) => a - b), 'in order')
+  t.equal(new Set(ids).size, ids.length, 'none twice')
+  t.same(await page.evaluate(() => demo.errors), [], 'no client errors')
+  t.same(errors.filter(e => !/status of 400/.test(e)), [], 'no console errors other than the 400')
+})
