@@ -125,7 +125,6 @@ const machine = {
   pinning: serverCpu === null ? 'none' : { server: serverCpu, aux: auxCpu, client: clientCpus },
   clientWorkers: workers
 }
-if (!done.size) emit({ type: 'meta', quick: opt.quick, machine, build, matrix: M, systems: systems.map(s => s.name), skipped })
 
 // ---------------------------------------------------------------- the build
 // The plugin runs from a snapshot of dist/esm taken now, inside the root's
@@ -154,6 +153,8 @@ async function snapshotDist () {
   }
   throw new Error('dist/esm did not become complete within 60 s (is someone rebuilding?)')
 }
+
+if (!done.size) emit({ type: 'meta', quick: opt.quick, machine, build, matrix: M, systems: systems.map(s => s.name), skipped })
 
 // ---------------------------------------------------------------- clock
 const epoch = monoUs() - 1e6
@@ -309,6 +310,8 @@ async function runScenario (ctx, sc) {
     inflight: sc.inflight ?? null,
     rate: sc.rate ?? null,
     windowMs: Math.round(W * 1000),
+    ws: Math.round(samples.s.at),
+    we: Math.round(samples.e.at),
     events: gEnd - ctx.gStartScenario,
     deliveries,
     deliveriesPerSec,

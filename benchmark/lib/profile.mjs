@@ -1,0 +1,81 @@
+// Summarises a V8 .cpuprofile (node --cpu-prof) of the plugin server: only
+// the samples inside the measured window are counted, by self time per
+// function and by where the code lives.
+function key (cf) {
+  const file = cf.url ? cf.url.replace(/^file:\/\//, '').replace(/.*\/node_modules\/\.cache\/fastify-sse-hub-bench\/[^/]+\//, 'dist/').replace(/.*\/node_modules\//, '') : ''
+  return `${cf.functionName || '(anonymous)'} ${file ? `${file}:${cf.lineNumber + 1}` : ''}`.trim()
+}
+
+function area (cf) {
+  const u = cf.url || ''
+  if (!u) return cf.functionName.startsWith('(') ? cf.functionName : '(native / V8 builtins)'
+  if (u.includes('fastify-sse-hub-bench') || u.includes('/dist/esm/')) return 'fastify-sse-hub (dist)'
+  if (u.startsWith('node:')) return 'Node core (' + u.slice(5).split('/')[0] + ')'
+  const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(u)
+  if (m) return m[1]
+  if (u.includes('/benchmark/servers/')) return 'benchmark server script'
+  return u
+}
+
+export function summarize (profile, { epoch, record, n }) {
+  const byId = new Map(profile.nodes.map(nd => [nd.id, nd]))
+  const parent = new Map()
+  for (const nd of profile.nodes) for (const c of nd.children ?? []) parent.set(c, nd.id)
+  const t0 = profile.startTime
+  let t = t0
+  const ws = record ? record.ws + epoch : -Infinity
+  const we = record ? record.we + epoch : Infinity
+  const self = new Map()
+  const total = new Map()
+  const areas = new Map()
+  let counted = 0
+  let all = 0
+  for (let i = 0; i < profile.samples.length; i++) {
+    t += profile.timeDeltas[i]
+    all++
+    if (t < ws || t > we) continue
+    counted++
+    const nd = byId.get(profile.samples[i])
+    const k = key(nd.callFrame)
+    self.set(k, (self.get(k) ?? 0) + 1)
+    const a = area(nd.callFrame)
+    areas.set(a, (areas.get(a) ?? 0) + 1)
+    // Inclusive: every distinct function on the stack once.
+    const seen = new Set()
+    for (let id = nd.id; id !== undefined; id = parent.get(id)) {
+      const kk = key(byId.get(id).callFrame)
+      if (seen.has(kk)) continue
+      seen.add(kk)
+      total.set(kk, (total.get(kk) ?? 0) + 1)
+    }
+  }
+  const inWindow = counted > 0
+  if (!inWindow) counted = all
+  const pct = (c) => (100 * c / counted).toFixed(1) + '%'
+  const L = []
+  L.push(`# CPU profile: fastify-sse-hub server, N = ${n.toLocaleString('en-US')}, closed loop (8 in flight)`)
+  L.push('')
+  L.push('`node --cpu-prof` on the plugin server (memory backend) during `node benchmark/run.mjs --profile`; ' +
+    (inWindow ? `${counted} samples inside the ${((we - ws) / 1e6).toFixed(1)} s measured window (of ${all} in the whole profile, which also has start-up and the 10k connections).` : `all ${all} samples (the window could not be located in the profile's clock).`))
+  if (record) L.push(`In that window: ${Math.round(record.deliveriesPerSec).toLocaleString('en-US')} deliveries/s, ${Math.round(record.eventsPerSec)} events/s, server CPU ${(record.serverCpuFrac * 100).toFixed(0)}% of its core, ${record.cpuUsPerDelivery?.toFixed(2)} µs per delivery, client CPU ${(record.clientCpuFrac * 100).toFixed(0)}%.`)
+  L.push('')
+  L.push('## By where the code lives (self time)')
+  L.push('')
+  L.push('| area | self |')
+  L.push('|---|---:|')
+  for (const [a, c] of [...areas].sort((x, y) => y[1] - x[1]).slice(0, 15)) L.push(`| ${a} | ${pct(c)} |`)
+  L.push('')
+  L.push('## Top functions by self time')
+  L.push('')
+  L.push('| function | self | total |')
+  L.push('|---|---:|---:|')
+  for (const [k, c] of [...self].sort((x, y) => y[1] - x[1]).slice(0, 30)) L.push(`| \`${k}\` | ${pct(c)} | ${pct(total.get(k) ?? c)} |`)
+  L.push('')
+  L.push('## Top functions by total (inclusive) time')
+  L.push('')
+  L.push('| function | total | self |')
+  L.push('|---|---:|---:|')
+  for (const [k, c] of [...total].sort((x, y) => y[1] - x[1]).slice(0, 30)) L.push(`| \`${k}\` | ${pct(c)} | ${pct(self.get(k) ?? 0)} |`)
+  L.push('')
+  return L.join('\n')
+}

@@ -1,0 +1,422 @@
+// results/<run>.jsonl -> RESULTS.md (tables, medians over repetitions with
+// [min–max], ratios to the floor and between systems) and chart.svg
+// (deliveries/s against N per system, drawn by hand). Runs that failed an
+// integrity check are listed and never enter a median.
+import { readFileSync, writeFileSync } from 'node:fs'
+import { basename } from 'node:path'
+import { SYSTEMS } from './config.mjs'
+
+const LABEL = Object.fromEntries(SYSTEMS.map(s => [s.name, s.label]))
+const ORDER = SYSTEMS.map(s => s.name)
+
+export function load (file) {
+  const recs = readFileSync(file, 'utf8').split('\n').filter(Boolean).map(l => JSON.parse(l))
+  return { meta: recs.find(r => r.type === 'meta') ?? {}, recs }
+}
+
+function median (xs) {
+  const a = xs.filter(x => x != null && !Number.isNaN(x)).sort((p, q) => p - q)
+  if (a.length === 0) return null
+  const m = a.length >> 1
+  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2
+}
+
+function si (x) {
+  if (x == null || Number.isNaN(x)) return '–'
+  const a = Math.abs(x)
+  if (a >= 1e6) return (x / 1e6).toFixed(a >= 1e7 ? 1 : 2) + 'M'
+  if (a >= 1e3) return (x / 1e3).toFixed(a >= 1e4 ? 0 : 1) + 'k'
+  if (a >= 100) return x.toFixed(0)
+  if (a >= 10) return x.toFixed(1)
+  return x.toFixed(2)
+}
+
+function msf (x) {
+  if (x == null) return '–'
+  if (x >= 100) return x.toFixed(0)
+  if (x >= 10) return x.toFixed(1)
+  return x.toFixed(2)
+}
+
+/** "median [min–max]" of a metric over passing runs. */
+function mmm (runs, get, f = si) {
+  const xs = runs.map(get).filter(x => x != null && !Number.isNaN(x))
+  if (xs.length === 0) return '–'
+  const med = median(xs)
+  if (xs.length === 1) return f(med)
+  return `${f(med)} [${f(Math.min(...xs))}–${f(Math.max(...xs))}]`
+}
+
+function ratio (a, b) {
+  if (a == null || b == null || b === 0) return '–'
+  const r = a / b
+  return (r >= 10 ? r.toFixed(0) : r >= 1 ? r.toFixed(1) : r.toFixed(2)) + '×'
+}
+
+function kib (b) {
+  return b == null ? '–' : (b / 1024).toFixed(1)
+}
+
+function mib (b) {
+  return b == null ? '–' : (b / 2 ** 20).toFixed(0)
+}
+
+/** Index: case|n|system|scenario|param -> records. */
+function index (recs) {
+  const m = new Map()
+  for (const r of recs) {
+    if (r.type !== 'scenario' && r.type !== 'idle' && r.type !== 'after-load' && r.type !== 'slow-consumer' && r.type !== 'error') continue
+    const param = r.type === 'scenario' ? (r.scenario === 'rate' ? r.rate : r.inflight) : ''
+    const key = `${r.case}|${r.n}|${r.system}|${r.type === 'scenario' ? r.scenario : r.type}|${param}`
+    if (!m.has(key)) m.set(key, [])
+    m.get(key).push(r)
+  }
+  return m
+}
+
+function getter (idx) {
+  return (kase, n, system, what, param = '') => idx.get(`${kase}|${n}|${system}|${what}|${param}`) ?? []
+}
+
+const ok = (runs) => runs.filter(r => !r.failed && !r.skipped)
+
+export function summaryTable (file) {
+  const { recs } = load(file)
+  const lines = ['system          case    N      scenario      deliv/s   events/s   p50 ms  p99 ms  max ms  us/deliv  client  status']
+  for (const r of recs) {
+    if (r.type === 'idle') {
+      lines.push(`${r.system.padEnd(15)} ${r.case.padEnd(7)} ${String(r.n).padEnd(6)} idle          RSS/stream ${kib(r.rssPerStream)} KiB, connect ${r.connectMs} ms`)
+      continue
+    }
+    if (r.type === 'error') {
+      lines.push(`${r.system.padEnd(15)} ${r.case.padEnd(7)} ${String(r.n).padEnd(6)} ERROR ${r.error.split('\n')[0]}`)
+      continue
+    }
+    if (r.type !== 'scenario') continue
+    const what = r.scenario === 'rate' ? `rate ${r.rate}` : `${r.scenario} ${r.inflight}`
+    if (r.skipped) {
+      lines.push(`${r.system.padEnd(15)} ${r.case.padEnd(7)} ${String(r.n).padEnd(6)} ${what.padEnd(13)} skipped: ${r.skipped}`)
+      continue
+    }
+    const status = r.failed ? `FAILED: ${r.failReason}` : r.scenario === 'rate' ? (r.keptUp ? 'kept up' : 'fell behind') : 'ok'
+    lines.push(`${r.system.padEnd(15)} ${r.case.padEnd(7)} ${String(r.n).padEnd(6)} ${what.padEnd(13)} ${si(r.deliveriesPerSec).padStart(8)} ${si(r.eventsPerSec).padStart(9)} ${msf(r.latencyMs.p50).padStart(8)} ${msf(r.latencyMs.p99).padStart(7)} ${msf(r.latencyMs.max).padStart(7)} ${(r.cpuUsPerDelivery?.toFixed(2) ?? '–').padStart(9)} ${(Math.round(r.clientCpuFrac * 100) + '%').padStart(7)}  ${status}`)
+  }
+  return lines.join('\n')
+}
+
+// ---------------------------------------------------------------- chart
+function chart (get, systems, ns) {
+  const W = 760
+  const H = 440
+  const L = 90
+  const R = 230
+  const T = 40
+  const B = 60
+  const pts = []
+  for (const s of systems) {
+    const line = []
+    for (const n of ns) {
+      const v = median(ok(get('fanout', n, s, 'closed', 8)).map(r => r.deliveriesPerSec))
+      if (v != null && v > 0) line.push([n, v])
+    }
+    pts.push([s, line])
+  }
+  const all = pts.flatMap(([, l]) => l.map(p => p[1]))
+  if (all.length === 0) return null
+  const yMin = 10 ** Math.floor(Math.log10(Math.min(...all)))
+  const yMax = 10 ** Math.ceil(Math.log10(Math.max(...all)))
+  const xMin = Math.log10(Math.min(...ns))
+  const xMax = Math.log10(Math.max(...ns))
+  const x = (n) => L + ((Math.log10(n) - xMin) / Math.max(1e-9, xMax - xMin)) * (W - L - R)
+  const y = (v) => T + (1 - (Math.log10(v) - Math.log10(yMin)) / (Math.log10(yMax) - Math.log10(yMin))) * (H - T - B)
+  const colors = ['#d62728', '#7f7f7f', '#2ca02c', '#1f77b4', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2']
+  const dash = { floor: '6 4', ceiling: '2 3' }
+  const out = []
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`)
+  out.push(`<rect width="${W}" height="${H}" fill="white"/>`)
+  out.push(`<text x="${L}" y="22" font-size="14" font-weight="bold">Fan-out: deliveries/s vs subscribers (closed loop, 8 events in flight, median)</text>`)
+  for (let e = Math.log10(yMin); e <= Math.log10(yMax); e++) {
+    const v = 10 ** e
+    out.push(`<line x1="${L}" x2="${W - R}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/>`)
+    out.push(`<text x="${L - 8}" y="${y(v) + 4}" text-anchor="end">${si(v)}</text>`)
+  }
+  for (const n of ns) {
+    out.push(`<line x1="${x(n)}" x2="${x(n)}" y1="${T}" y2="${H - B}" stroke="#eee"/>`)
+    out.push(`<text x="${x(n)}" y="${H - B + 18}" text-anchor="middle">${n.toLocaleString('en-US')}</text>`)
+  }
+  out.push(`<text x="${(L + W - R) / 2}" y="${H - 18}" text-anchor="middle">subscribers on one channel (N, log scale)</text>`)
+  out.push(`<text transform="translate(20 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">deliveries/s (log scale)</text>`)
+  out.push(`<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="none" stroke="#888"/>`)
+  pts.forEach(([s, line], i) => {
+    const c = colors[i % colors.length]
+    if (line.length > 0) {
+      out.push(`<polyline fill="none" stroke="${c}" stroke-width="${s === 'plugin' ? 3 : 2}" ${dash[s] ? `stroke-dasharray="${dash[s]}"` : ''} points="${line.map(([n, v]) => `${x(n).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"/>`)
+      for (const [n, v] of line) out.push(`<circle cx="${x(n).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3.5" fill="${c}"><title>${LABEL[s]}, N=${n}: ${si(v)} deliveries/s</title></circle>`)
+    }
+    const ly = T + 10 + i * 20
+    out.push(`<line x1="${W - R + 15}" x2="${W - R + 40}" y1="${ly}" y2="${ly}" stroke="${c}" stroke-width="${s === 'plugin' ? 3 : 2}" ${dash[s] ? `stroke-dasharray="${dash[s]}"` : ''}/>`)
+    out.push(`<text x="${W - R + 46}" y="${ly + 4}">${LABEL[s].replace(/&/g, '&amp;')}</text>`)
+  })
+  out.push('</svg>')
+  return out.join('\n') + '\n'
+}
+
+// ---------------------------------------------------------------- report
+export function writeReport (file, dir) {
+  const { meta, recs } = load(file)
+  const idx = index(recs)
+  const get = getter(idx)
+  const present = new Set(recs.filter(r => r.system).map(r => r.system))
+  const systems = ORDER.filter(s => present.has(s))
+  const peers = systems.filter(s => s !== 'plugin')
+  const ns = [...new Set(recs.filter(r => r.case === 'fanout' && r.n).map(r => r.n))].sort((a, b) => a - b)
+  const m = meta.machine ?? {}
+  const L = []
+  const med = (runs, f) => median(ok(runs).map(f))
+  const dps = (kase, n, s, sc = 'closed', p = 8) => med(get(kase, n, s, sc, p), r => r.deliveriesPerSec)
+  const p99 = (kase, n, s, sc = 'closed', p = 8) => med(get(kase, n, s, sc, p), r => r.latencyMs.p99)
+  const scen = recs.filter(r => r.type === 'scenario' && !r.skipped)
+  const nMax = ns.length ? ns[ns.length - 1] : null
+
+  L.push('# fastify-sse-hub benchmark results')
+  L.push('')
+  L.push(`Generated by \`npm run bench\` (benchmark/run.mjs) from \`results/${basename(file)}\`. How the numbers are made: [README.md](README.md).`)
+  L.push('')
+  L.push(`- **Machine:** ${m.cpus} cores (${m.cpuModel}), ${m.memGiB} GiB RAM, ${m.platform}; **Node ${m.node}**; run started ${m.date}.`)
+  const pin = m.pinning === 'none' || m.pinning == null ? 'no CPU pinning' : `server pinned to core ${m.pinning.server}; publisher, orchestrator and ${m.clientWorkers} subscriber worker(s) on core(s) ${m.pinning.client.join(',')}; for the Redis variant, instance B (subscribers) has core ${m.pinning.server} to itself while instance A (publishes) and redis-server share core ${m.pinning.aux} with the client`
+  L.push(`- **Processes:** ${pin}.`)
+  if (meta.build) L.push(`- **Build measured:** commit ${meta.build.commit}${meta.build.libChanges?.length ? ` with uncommitted changes in ${meta.build.libChanges.map(l => '`' + l.slice(3) + '`').join(', ')}` : ''} (dist/ snapshotted at the start of the run).`)
+  const reps = meta.matrix?.reps
+  L.push(`- **Method:** ${reps} interleaved repetitions (every system once per repetition, order rotated). Each cell: **median [min–max]** over the repetitions that passed the integrity check; a run with any missing, duplicated or out-of-order event, or a stream cut early, is **failed** and listed at the end, never averaged in.`)
+  const loads = scen.map(r => r.foreignLoad).filter(x => x != null)
+  if (loads.length) {
+    const busy = loads.filter(x => x > 0.25).length
+    L.push(`- **Noise:** the machine was shared with other work while this ran. CPU used by processes outside the benchmark during measured windows: median ${median(loads).toFixed(2)} cores, max ${Math.max(...loads).toFixed(2)}; ${busy} of ${loads.length} windows saw more than 0.25 cores of it. This is what the [min–max] ranges mostly show.`)
+  }
+  L.push('')
+
+  // ---------------- headline
+  if (nMax != null && systems.includes('plugin')) {
+    L.push(`## Headline (one channel, N = ${nMax.toLocaleString('en-US')} subscribers)`)
+    L.push('')
+    L.push('| | ' + systems.map(s => LABEL[s]).join(' | ') + ' |')
+    L.push('|---|' + systems.map(() => '---:').join('|') + '|')
+    L.push('| deliveries/s, 8 in flight | ' + systems.map(s => mmm(ok(get('fanout', nMax, s, 'closed', 8)), r => r.deliveriesPerSec)).join(' | ') + ' |')
+    L.push('| p99 ms, 8 in flight | ' + systems.map(s => mmm(ok(get('fanout', nMax, s, 'closed', 8)), r => r.latencyMs.p99, msf)).join(' | ') + ' |')
+    L.push('| events/s, 1 in flight | ' + systems.map(s => mmm(ok(get('fanout', nMax, s, 'latency', 1)), r => r.eventsPerSec)).join(' | ') + ' |')
+    L.push('| p50 / p99 ms, 1 in flight | ' + systems.map(s => {
+      const runs = ok(get('fanout', nMax, s, 'latency', 1))
+      return runs.length ? `${msf(median(runs.map(r => r.latencyMs.p50)))} / ${msf(median(runs.map(r => r.latencyMs.p99)))}` : '–'
+    }).join(' | ') + ' |')
+    L.push('| server CPU µs/delivery, 8 in flight | ' + systems.map(s => mmm(ok(get('fanout', nMax, s, 'closed', 8)), r => r.cpuUsPerDelivery, x => x.toFixed(2))).join(' | ') + ' |')
+    L.push('| RSS KiB per idle stream | ' + systems.map(s => mmm(get('fanout', nMax, s, 'idle'), r => r.rssPerStream, kib)).join(' | ') + ' |')
+    L.push('| × floor, 8 in flight | ' + systems.map(s => ratio(dps('fanout', nMax, s), dps('fanout', nMax, 'floor'))).join(' | ') + ' |')
+    L.push('')
+    // Targets
+    const pl8 = dps('fanout', nMax, 'plugin')
+    const fl8 = dps('fanout', nMax, 'floor')
+    const fs8 = dps('fanout', nMax, 'fastify-sse')
+    const pl1 = med(get('fanout', nMax, 'plugin', 'latency', 1), r => r.eventsPerSec)
+    const fl1 = med(get('fanout', nMax, 'floor', 'latency', 1), r => r.eventsPerSec)
+    const pl1p = p99('fanout', nMax, 'plugin', 'latency', 1)
+    const fl1p = p99('fanout', nMax, 'floor', 'latency', 1)
+    const rss = med(get('fanout', nMax, 'plugin', 'idle'), r => r.rssPerStream)
+    const verdict = (cond) => cond == null ? 'not measured' : cond ? '**met**' : '**not met**'
+    L.push('Targets from the issue, at N = ' + nMax.toLocaleString('en-US') + ' (medians):')
+    L.push('')
+    L.push(`- 8 in flight, plugin ≥ 5× the node:http floor: ${ratio(pl8, fl8)} (${si(pl8)} vs ${si(fl8)} deliveries/s) — ${verdict(pl8 != null && fl8 != null ? pl8 >= 5 * fl8 : null)}.`)
+    L.push(`- 8 in flight, plugin ≥ 8× @fastify/sse: ${ratio(pl8, fs8)} (${si(pl8)} vs ${si(fs8)}) — ${verdict(pl8 != null && fs8 != null ? pl8 >= 8 * fs8 : null)}.`)
+    L.push(`- 1 in flight, plugin ≥ 1.0× the floor with p99 no worse: ${ratio(pl1, fl1)} events/s, p99 ${msf(pl1p)} ms vs ${msf(fl1p)} ms — ${verdict(pl1 != null && fl1 != null && pl1p != null && fl1p != null ? (pl1 >= fl1 && pl1p <= fl1p) : null)}.`)
+    L.push(`- ≤ 12 KiB RSS per idle stream (logger off): ${kib(rss)} KiB — ${verdict(rss != null ? rss <= 12 * 1024 : null)}.`)
+    L.push('')
+    L.push('![deliveries/s against N, per system](chart.svg)')
+    L.push('')
+  }
+
+  // ---------------- fan-out closed loop
+  const fanoutTable = (sc, p, title, note) => {
+    L.push(`## ${title}`)
+    L.push('')
+    L.push(note)
+    L.push('')
+    L.push('| N | system | deliveries/s | events/s | p50 ms | p99 ms | max ms | server µs/delivery | × floor | × ceiling | client CPU | ok runs |')
+    L.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for (const n of ns) {
+      for (const s of systems) {
+        const runs = get('fanout', n, s, sc, p)
+        if (runs.length === 0) continue
+        const good = ok(runs)
+        const v = dps('fanout', n, s, sc, p)
+        L.push(`| ${n.toLocaleString('en-US')} | ${LABEL[s]} | ${mmm(good, r => r.deliveriesPerSec)} | ${mmm(good, r => r.eventsPerSec)} | ${mmm(good, r => r.latencyMs.p50, msf)} | ${mmm(good, r => r.latencyMs.p99, msf)} | ${mmm(good, r => r.latencyMs.max, msf)} | ${mmm(good, r => r.cpuUsPerDelivery, x => x.toFixed(2))} | ${s === 'floor' ? '1×' : ratio(v, dps('fanout', n, 'floor', sc, p))} | ${s === 'ceiling' ? '1×' : ratio(v, dps('fanout', n, 'ceiling', sc, p))} | ${mmm(good, r => r.clientCpuFrac * 100, x => x.toFixed(0) + '%')} | ${good.length}/${runs.length} |`)
+      }
+    }
+    L.push('')
+  }
+  fanoutTable('closed', 8, 'Fan-out, closed loop: at most 8 events in flight', 'One channel, N subscribers. The publisher keeps at most 8 events not yet received by every subscriber (pipelined POSTs on one connection). Throughput here is each system\'s peak under that bound; latency is publish → receive per delivery.')
+  if (systems.includes('plugin')) {
+    L.push('### The plugin against each system (ratio of medians, closed loop, 8 in flight)')
+    L.push('')
+    L.push('Plugin deliveries/s divided by the other system\'s; above 1× the plugin is faster.')
+    L.push('')
+    L.push('| N | ' + peers.map(s => LABEL[s]).join(' | ') + ' |')
+    L.push('|---:|' + peers.map(() => '---:').join('|') + '|')
+    for (const n of ns) L.push(`| ${n.toLocaleString('en-US')} | ` + peers.map(s => ratio(dps('fanout', n, 'plugin'), dps('fanout', n, s))).join(' | ') + ' |')
+    L.push('')
+  }
+  fanoutTable('latency', 1, 'Latency: one event in flight', 'The next event is published only once the previous one has reached every subscriber, so events/s is 1 / (full fan-out round trip) and the latency columns are the time to reach each subscriber.')
+
+  // ---------------- fixed rates
+  const rates = [...new Set(scen.filter(r => r.case === 'fanout' && r.scenario === 'rate').map(r => r.rate))].sort((a, b) => a - b)
+  if (rates.length) {
+    L.push('## Fixed publish rates')
+    L.push('')
+    L.push('Open loop: the publisher sends at the given rate regardless of delivery (paced every millisecond on one pipelined connection) for the window, then stops. "Kept up" = every subscriber got every event within 1 s of the end and at least 97% of the offered deliveries arrived inside the window. Deliveries/s is what arrived inside the window. When a system falls behind at one rate, its higher rates are not run (recorded as skipped).')
+    L.push('')
+    L.push('| N | rate/s | ' + systems.map(s => LABEL[s]).join(' | ') + ' |')
+    L.push('|---:|---:|' + systems.map(() => '---|').join(''))
+    for (const n of ns) {
+      for (const rate of rates) {
+        const cells = systems.map(s => {
+          const runs = get('fanout', n, s, 'rate', rate)
+          if (runs.length === 0) return '–'
+          if (runs.every(r => r.skipped)) return 'skipped'
+          const good = ok(runs)
+          if (good.length === 0) return `failed (${runs.filter(r => r.failed).length})`
+          const kept = good.filter(r => r.keptUp).length
+          return `${kept}/${good.length} kept up; ${si(median(good.map(r => r.deliveriesPerSec)))} deliv/s; p50 ${msf(median(good.map(r => r.latencyMs.p50)))} / p99 ${msf(median(good.map(r => r.latencyMs.p99)))} ms`
+        })
+        L.push(`| ${n.toLocaleString('en-US')} | ${rate.toLocaleString('en-US')} | ${cells.join(' | ')} |`)
+      }
+    }
+    L.push('')
+  }
+
+  // ---------------- memory
+  L.push('## Memory')
+  L.push('')
+  L.push('RSS per idle stream = (server RSS with N idle streams − RSS before any stream), after a full GC each time, divided by N; logger off everywhere, each system with its default heartbeat/keep-alive settings. "After load" is the RSS after the closed-loop phase (GC first); the plugin keeps its default history (1,000 events per topic) for resume, which is part of that figure.')
+  L.push('')
+  L.push('| N | ' + systems.map(s => LABEL[s]).join(' | ') + ' |')
+  L.push('|---:|' + systems.map(() => '---:').join('|') + '|')
+  for (const n of ns) L.push(`| ${n.toLocaleString('en-US')}: KiB/idle stream | ` + systems.map(s => mmm(get('fanout', n, s, 'idle'), r => r.rssPerStream, kib)).join(' | ') + ' |')
+  for (const n of ns) L.push(`| ${n.toLocaleString('en-US')}: MiB RSS idle / after load | ` + systems.map(s => {
+    const idle = median(get('fanout', n, s, 'idle').map(r => r.rssIdle))
+    const after = median(get('fanout', n, s, 'after-load').map(r => r.rss))
+    return `${mib(idle)} / ${mib(after)}`
+  }).join(' | ') + ' |')
+  L.push('')
+
+  // ---------------- many channels
+  const many = recs.find(r => r.case === 'many' && r.type === 'idle')
+  if (many) {
+    L.push(`## Many channels: ${many.topics.toLocaleString('en-US')} topics × ${(many.n / many.topics).toLocaleString('en-US')} subscribers`)
+    L.push('')
+    L.push('Publishes go round-robin over the topics (event g to topic (g−1) mod T). Peers keep one Set (or better-sse Channel, or EventEmitter event) per topic; the plugin one templated channel `bench/:topic`.')
+    L.push('')
+    L.push('| scenario | system | deliveries/s | events/s | p50 ms | p99 ms | max ms | server µs/delivery | × floor | client CPU | ok runs |')
+    L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    const manyScen = [...new Set(scen.filter(r => r.case === 'many').map(r => `${r.scenario}|${r.scenario === 'rate' ? r.rate : r.inflight}`))]
+    for (const k of manyScen) {
+      const [sc, p] = k.split('|')
+      for (const s of systems) {
+        const runs = get('many', many.n, s, sc, Number(p))
+        if (!runs.length) continue
+        const good = ok(runs)
+        const label = sc === 'rate' ? `rate ${Number(p).toLocaleString('en-US')}/s` : `${p} in flight`
+        const kept = sc === 'rate' ? ` (${good.filter(r => r.keptUp).length}/${good.length} kept up)` : ''
+        L.push(`| ${label}${kept} | ${LABEL[s]} | ${mmm(good, r => r.deliveriesPerSec)} | ${mmm(good, r => r.eventsPerSec)} | ${mmm(good, r => r.latencyMs.p50, msf)} | ${mmm(good, r => r.latencyMs.p99, msf)} | ${mmm(good, r => r.latencyMs.max, msf)} | ${mmm(good, r => r.cpuUsPerDelivery, x => x.toFixed(2))} | ${ratio(median(good.map(r => r.deliveriesPerSec)), dps('many', many.n, 'floor', sc, Number(p)))} | ${mmm(good, r => r.clientCpuFrac * 100, x => x.toFixed(0) + '%')} | ${good.length}/${runs.length} |`)
+      }
+    }
+    L.push('')
+  }
+
+  // ---------------- slow consumer
+  const slow = recs.find(r => r.case === 'slow' && r.type === 'idle')
+  if (slow) {
+    L.push(`## Slow consumer: one subscriber that never reads beside ${slow.n.toLocaleString('en-US')} healthy ones`)
+    L.push('')
+    L.push(`Closed loop, 8 in flight, ${Math.round((meta.matrix?.slow?.scenarios?.[0]?.windowMs ?? 0) / 1000)} s window. "vs healthy-only" compares with the same system's fan-out run at N = ${slow.n.toLocaleString('en-US')} without the stuck reader (closed loop, 8 in flight). "RSS growth" is server RSS at the end of the window minus at its start (max during the window in brackets). "Stuck cut" = the server dropped the stuck stream.`)
+    L.push('')
+    L.push('| system | healthy deliveries/s | vs healthy-only | p99 ms | vs healthy-only p99 | RSS growth MiB | stuck cut | ok runs |')
+    L.push('|---|---:|---:|---:|---:|---:|---|---:|')
+    for (const s of systems) {
+      const runs = get('slow', slow.n, s, 'closed', 8)
+      if (!runs.length) continue
+      const good = ok(runs)
+      const v = median(good.map(r => r.deliveriesPerSec))
+      const base = dps('fanout', slow.n, s)
+      const pp = median(good.map(r => r.latencyMs.p99))
+      const bp = p99('fanout', slow.n, s)
+      const st = get('slow', slow.n, s, 'slow-consumer')
+      const cut = st.length ? `${st.filter(r => r.stuckCut).length}/${st.length}` : '–'
+      L.push(`| ${LABEL[s]} | ${mmm(good, r => r.deliveriesPerSec)} | ${ratio(v, base)} | ${mmm(good, r => r.latencyMs.p99, msf)} | ${ratio(pp, bp)} | ${mmm(good, r => (r.rssEnd - r.rssStart) / 2 ** 20, x => x.toFixed(0))} [${mib(median(good.map(r => r.rssMax)))} max] | ${cut} | ${good.length}/${runs.length} |`)
+    }
+    L.push('')
+  }
+
+  // ---------------- redis extra
+  if (systems.includes('plugin-redis')) {
+    const rr = ok(scen.filter(r => r.system === 'plugin-redis' && r.case === 'fanout' && r.scenario === 'closed'))
+    if (rr.length) {
+      L.push('## Redis variant: where the CPU goes')
+      L.push('')
+      L.push('Server CPU per delivery above is instance B\'s (the one holding the subscribers). Instance A (receives the POSTs, publishes to Redis) and redis-server, closed loop, 8 in flight, share of one core:')
+      L.push('')
+      L.push('| N | instance B | instance A | redis-server |')
+      L.push('|---:|---:|---:|---:|')
+      for (const n of ns) {
+        const g = rr.filter(r => r.n === n)
+        if (!g.length) continue
+        L.push(`| ${n.toLocaleString('en-US')} | ${(median(g.map(r => r.serverCpuFrac)) * 100).toFixed(0)}% | ${(median(g.map(r => r.auxCpuFrac[0])) * 100).toFixed(0)}% | ${(median(g.map(r => r.auxCpuFrac[1])) * 100).toFixed(0)}% |`)
+      }
+      L.push('')
+    }
+  }
+
+  // ---------------- client saturation
+  L.push('## Was the load client the bottleneck?')
+  L.push('')
+  const sat = scen.filter(r => r.clientSaturated)
+  L.push(`Client CPU = subscriber worker(s) + publisher/orchestrator, as a share of the client core(s) over the window. A window counts as client-saturated above 90%. ${sat.length} of ${scen.length} measured windows were.`)
+  if (sat.length) {
+    const by = new Map()
+    for (const r of sat) {
+      const k = `${r.case} N=${r.n} ${r.scenario === 'rate' ? 'rate ' + r.rate : r.scenario + ' ' + r.inflight}`
+      if (!by.has(k)) by.set(k, new Set())
+      by.get(k).add(r.system)
+    }
+    L.push('')
+    for (const [k, s] of by) L.push(`- ${k}: ${[...s].map(x => LABEL[x]).join(', ')}`)
+  }
+  const ceil = ns.map(n => [n, dps('fanout', n, 'ceiling')]).filter(([, v]) => v != null)
+  if (ceil.length) {
+    L.push('')
+    L.push('The ceiling variant does the least work per delivery a Node server can do (one shared chunk per turn, written straight to the socket), so its rate is the most this client measured at each N: ' + ceil.map(([n, v]) => `${si(v)} deliveries/s at N = ${n.toLocaleString('en-US')}`).join(', ') + '. A system close to it may be limited by the client rather than by itself.')
+  }
+  L.push('')
+
+  // ---------------- failures
+  const failed = recs.filter(r => (r.type === 'scenario' && r.failed) || r.type === 'error')
+  L.push('## Failed runs')
+  L.push('')
+  if (failed.length === 0) L.push('None.')
+  for (const r of failed) {
+    const what = r.type === 'error' ? 'case error' : r.scenario === 'rate' ? `rate ${r.rate}/s` : `${r.scenario}, ${r.inflight} in flight`
+    L.push(`- rep ${r.rep}, ${LABEL[r.system]}, ${r.case} N=${r.n}, ${what}: ${r.type === 'error' ? r.error.split('\n')[0] : r.failReason}`)
+  }
+  L.push('')
+  writeFileSync(`${dir}RESULTS.md`, L.join('\n'))
+  const svg = chart(get, systems, ns)
+  if (svg) writeFileSync(`${dir}chart.svg`, svg)
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const file = process.argv[2]
+  if (!file) {
+    console.error('usage: node benchmark/lib/report.mjs results/<run>.jsonl')
+    process.exit(2)
+  }
+  const dir = new URL('../', import.meta.url).pathname
+  writeReport(file, dir)
+  console.log(`wrote ${dir}RESULTS.md and ${dir}chart.svg`)
+}

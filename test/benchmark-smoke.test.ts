@@ -1,0 +1,58 @@
+// CI smoke run of the benchmark harness (benchmark/run.mjs --quick): the
+// plugin, the plain node:http floor and the ceiling at N = 100, a few seconds
+// in all. It needs only the root's dependencies and a build (npm test builds
+// first); the peers, which live in benchmark/node_modules, are not run here.
+// It proves the harness still measures: every system connects, receives
+// every event exactly once in order, and reports throughput and latency.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const SYSTEMS = ['plugin', 'floor', 'ceiling']
+
+t.test('benchmark quick mode: plugin, floor and ceiling deliver everything, in order, and are measured', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sse-hub-bench-smoke-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const out = join(dir, 'smoke.jsonl')
+  const child = spawn(process.execPath, [
+    join(root, 'benchmark/run.mjs'), '--quick', '--systems', SYSTEMS.join(','), '--cases', 'fanout', '--out', out, '--no-report'
+  ], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let log = ''
+  child.stdout.setEncoding('utf8').on('data', (s: string) => { log += s })
+  child.stderr.setEncoding('utf8').on('data', (s: string) => { log += s })
+  const started = Date.now()
+  const code = await new Promise<number | string>((resolve) => {
+    const timer = setTimeout(() => { child.kill('SIGKILL') }, 28_000)
+    child.once('exit', (c, sig) => { clearTimeout(timer); resolve(c ?? String(sig)) })
+  })
+  const ms = Date.now() - started
+  t.equal(code, 0, `run.mjs exits 0 (took ${ms} ms)\n${log}`)
+  t.ok(ms < 30_000, `finished in under 30 s (${ms} ms)`)
+  t.ok(existsSync(out), 'results file written')
+  if (!existsSync(out)) return
+
+  const recs = readFileSync(out, 'utf8').split('\n').filter(Boolean).map(l => JSON.parse(l))
+  t.ok(recs.some(r => r.type === 'meta' && r.machine?.node === process.version), 'a meta record names the machine and Node version')
+  t.same(recs.filter(r => r.type === 'error').map(r => r.error), [], 'no case errored')
+  for (const system of SYSTEMS) {
+    const mine = recs.filter(r => r.system === system && r.case === 'fanout' && r.n === 100)
+    const idle = mine.find(r => r.type === 'idle')
+    t.ok(idle !== undefined && idle.rssPerStream > 0 && idle.rssPerStream < 1024 * 1024, `${system}: idle RSS per stream measured (${idle?.rssPerStream})`)
+    for (const [scenario, param] of [['latency', 1], ['closed', 8], ['rate', 1000]] as const) {
+      const r = mine.find(x => x.type === 'scenario' && x.scenario === scenario && (scenario === 'rate' ? x.rate : x.inflight) === param)
+      t.ok(r !== undefined, `${system} ${scenario}: measured`)
+      if (r === undefined) continue
+      t.equal(r.failed, false, `${system} ${scenario}: passed (${r.failReason})`)
+      t.same(r.integrity, { missing: 0, dups: 0, outOfOrder: 0, endedSockets: 0 }, `${system} ${scenario}: nothing missing, duplicated or out of order`)
+      t.ok(r.deliveries > 0 && r.deliveriesPerSec > 0, `${system} ${scenario}: deliveries counted (${r.deliveries})`)
+      t.ok(r.latencyMs.samples > 0 && r.latencyMs.p50 > 0 && r.latencyMs.p99 >= r.latencyMs.p50 && r.latencyMs.max > 0, `${system} ${scenario}: latency measured (p50 ${r.latencyMs.p50} ms)`)
+      t.ok(r.cpuUsPerDelivery > 0, `${system} ${scenario}: server CPU per delivery measured (${r.cpuUsPerDelivery})`)
+      // At a fixed rate a loaded CI machine may fall behind (not a harness failure); the closed loops must drain.
+      if (scenario !== 'rate') t.equal(r.drained, true, `${system} ${scenario}: every subscriber got every event before the deadline`)
+    }
+  }
+})
