@@ -173,6 +173,17 @@ export function subscribe<C extends ChannelLike = never> (
   if (typeof Ctor !== 'function') {
     throw new TypeError('fastify-sse-hub/client: no EventSource here; pass one as options.EventSource (in Node, e.g. from the "eventsource" package)')
   }
+  // Checked before anything connects: a throw here leaves nothing open.
+  const table: Array<[string, (data: unknown, meta: ClientEventMeta) => void]> = []
+  for (const name of Object.keys(handlers)) {
+    const handler = (handlers as Record<string, unknown>)[name]
+    if (handler === undefined) continue
+    if (typeof handler !== 'function') throw new TypeError(`fastify-sse-hub/client: the handler of "${name}" must be a function`)
+    if (name === 'reset' || name === 'open' || name === 'error') {
+      throw new TypeError(`fastify-sse-hub/client: "${name}" is not a channel event (use options.${name === 'reset' ? 'onReset' : 'onStateChange'})`)
+    }
+    table.push([name, handler as (data: unknown, meta: ClientEventMeta) => void])
+  }
   let href = String(url)
   let lastEventId: string | undefined
   if (options.lastEventId !== undefined && options.lastEventId !== null) {
@@ -230,13 +241,8 @@ export function subscribe<C extends ChannelLike = never> (
     source.addEventListener(type, listener)
   }
 
-  for (const name of Object.keys(handlers)) {
-    const handler = (handlers as Record<string, unknown>)[name]
-    if (handler === undefined) continue
-    if (typeof handler !== 'function') throw new TypeError(`fastify-sse-hub/client: the handler of "${name}" must be a function`)
-    on(name, ev => dispatch(name, ev, (data, id) => {
-      (handler as (data: unknown, meta: ClientEventMeta) => void)(data, { id, event: name })
-    }))
+  for (const [name, handler] of table) {
+    on(name, ev => dispatch(name, ev, (data, id) => { handler(data, { id, event: name }) }))
   }
   on('reset', ev => dispatch('reset', ev, (data, id) => {
     const info = (data ?? {}) as Partial<ResetInfo>
