@@ -1,0 +1,26 @@
+// Runs the type tests (typetests/*.tst.ts, `npm run test:types`) under tap,
+// so CI runs them: the client's handlers are typed from the channel schemas,
+// and wrong payloads, unknown events and bad topic params do not compile.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+
+t.test('tstyche: every type test passes', { timeout: 90_000 }, async t => {
+  const child = spawn(process.execPath, ['node_modules/tstyche/build/bin.js'], { cwd: root, env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' } })
+  let out = ''
+  child.stdout.on('data', (chunk: Buffer) => { out += chunk })
+  child.stderr.on('data', (chunk: Buffer) => { out += chunk })
+  const code = await new Promise<number | null>(resolve => child.on('close', resolve))
+  // eslint-disable-next-line no-control-regex
+  const text = out.replace(/\x1b\[[0-9;]*m/g, '')
+  t.equal(code, 0, 'tstyche exits 0')
+  if (code !== 0) t.comment(text)
+  const files = /Test files:\s+(.*)/.exec(text)?.[1] ?? ''
+  t.match(files, /^\d+ passed, \d+ total$/, 'every type test file passed: ' + files)
+  t.match(text, /Assertions:\s+\d+ passed/, 'assertions ran')
+  t.match(text, /Suppressed:\s+(\d+) matched, \1 total/, 'every @ts-expect-error matched its expected error')
+  t.match(text, /client\.tst\.ts/, 'the client type tests ran')
+  t.match(text, /server\.tst\.ts/, 'the server type tests ran')
+})
