@@ -67,7 +67,7 @@ export async function openPage (t: T, browser: Browser, options: Parameters<Brow
   const context = await browser.newContext(options)
   t.teardown(() => context.close())
   const page = await context.newPage()
-  page.setDefaultTimeout(10_000)
+  page.setDefaultTimeout(20_000)
   const errors: string[] = []
   page.on('pageerror', err => errors.push(`pageerror: ${err.message}`))
   page.on('console', msg => { if (msg.type() === 'error') errors.push(`console: ${msg.text()}`) })
