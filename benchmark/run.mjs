@@ -6,6 +6,7 @@
 //   options: --systems a,b  --ns 100,1000  --reps 3  --cases fanout,many,slow
 //            --out <file.jsonl>  --resume <file.jsonl>  --no-pin  --no-report
 //            --profile  (CPU profile of the plugin server in the N=10,000 closed loop)
+//            --publisher autocannon  (fixed rates through autocannon instead of the paced publisher)
 //
 // Processes: each server is pinned to its own core with taskset; this
 // process (publisher + orchestration) and the subscriber workers share the
@@ -25,13 +26,14 @@ const here = fileURLToPath(new URL('.', import.meta.url))
 
 // ---------------------------------------------------------------- options
 const argv = process.argv.slice(2)
-const opt = { quick: false, pin: true, report: true, profile: false }
+const opt = { quick: false, pin: true, report: true, profile: false, publisher: 'paced' }
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i]
   if (a === '--quick') opt.quick = true
   else if (a === '--no-pin') opt.pin = false
   else if (a === '--no-report') opt.report = false
   else if (a === '--profile') opt.profile = true
+  else if (a === '--publisher') opt.publisher = argv[++i]
   else if (a === '--systems') opt.systems = argv[++i].split(',')
   else if (a === '--ns') opt.ns = argv[++i].split(',').map(Number)
   else if (a === '--reps') opt.reps = Number(argv[++i])
@@ -115,6 +117,7 @@ function emit (rec) {
 }
 
 const machine = {
+  publisher: opt.publisher,
   cpus: os.cpus().length,
   allowedCpus: cpus,
   cpuModel: cpuModel(),
@@ -204,7 +207,8 @@ async function runScenario (ctx, sc) {
       clearTimeout(guard)
       resolve()
     }
-    const guard = setTimeout(finish, (we - nowUs()) / 1e3 + 5)
+    // autocannon is waited for (it stops itself at the end of its duration).
+    const guard = setTimeout(finish, (we - nowUs()) / 1e3 + (sc.kind === 'rate' && opt.publisher === 'autocannon' ? 10000 : 5))
     if (closedLoop) {
       const cap = sc.inflight
       const pump = () => {
@@ -216,6 +220,42 @@ async function runScenario (ctx, sc) {
       }
       clients.onWm = pump
       pump()
+    } else if (opt.publisher === 'autocannon') {
+      // autocannon: one connection, pipelined, overallRate. Its rate limit is
+      // a per-second budget (bursts, then waits for the next second), see README.
+      import('autocannon').then(({ default: autocannon }) => {
+        const topics = ctx.topics
+        autocannon({
+          url: `http://127.0.0.1:${ctx.pubPort}`,
+          connections: 1,
+          pipelining: 64,
+          overallRate: sc.rate,
+          duration: Math.max(0.1, (we - nowUs()) / 1e6),
+          requests: [{
+            method: 'POST',
+            path: '/publish/t0',
+            headers: { 'content-type': 'application/json' },
+            setupRequest: (req) => {
+              const g = ++pub.g
+              pub.sent++
+              pub.responses++
+              const body = `{"g":${g},"n":${Math.floor((g - 1) / topics) + 1},"t":${Math.round(nowUs())},"p":"${'x'.repeat(48)}"}`
+              return { ...req, path: `/publish/t${(g - 1) % topics}`, body }
+            }
+          }]
+        }, (err, result) => {
+          if (err) pub.firstError ??= String(err)
+          if (result) {
+            pub.errors += (result.non2xx ?? 0) + (result.errors ?? 0)
+            if (result.non2xx || result.errors) pub.firstError ??= `autocannon: ${result.non2xx} non-2xx, ${result.errors} errors`
+          }
+          finish()
+        })
+      }, (err) => {
+        pub.firstError ??= `autocannon: ${err.message}`
+        pub.errors++
+        finish()
+      })
     } else {
       const rate = sc.rate
       const tick = () => {
@@ -239,23 +279,38 @@ async function runScenario (ctx, sc) {
   clearTimeout(atWe)
 
   // Drain: until every subscriber has every event, bounded.
+  // Drain until every subscriber has every event, bounded by drainMs. It
+  // counts as stalled (events lost) only if nothing reached any subscriber for
+  // a second while the server sat idle (under 5% of a core): a server busy
+  // writing a big backlog to 10k sockets can go a second without progress.
   const drainStart = nowUs()
-  let lastWm = clients.wm
+  await clients.pollWm(500)
+  let lastRecv = clients.recv
   let lastProgress = drainStart
+  let cpuMark = { at: nowUs(), cpu: cpuUs(pids.server) }
+  let serverBusy = true
+  let stalled = false
   while (clients.wm < gEnd && !ctx.aborted) {
     const now = nowUs()
     if (now - drainStart > sc.drainMs * 1e3) break
+    await sleep(10)
     await clients.pollWm(500)
-    if (clients.wm > lastWm) {
-      lastWm = clients.wm
+    if (clients.recv > lastRecv) {
+      lastRecv = clients.recv
       lastProgress = nowUs()
-    } else {
-      await sleep(10)
+    }
+    if (nowUs() - cpuMark.at >= 1e6) {
+      const cpu = cpuUs(pids.server)
+      serverBusy = (cpu - cpuMark.cpu) / (nowUs() - cpuMark.at) > 0.05
+      cpuMark = { at: nowUs(), cpu }
+    }
+    if (nowUs() - lastProgress > 1.5e6 && !serverBusy) {
+      stalled = true
+      break
     }
   }
   const drained = clients.wm >= gEnd
   const drainMs = (nowUs() - drainStart) / 1e3
-  const stalled = !drained && (nowUs() - lastProgress) > 1e6
   clearInterval(rssTimer)
   const answered = await pub.settle(2000)
   pub.close()
@@ -317,6 +372,8 @@ async function runScenario (ctx, sc) {
     deliveriesPerSec,
     eventsPerSec: deliveriesPerSec / subsPerEvent,
     latencyMs: { p50: ms(percentile(hist, 50)), p99: ms(percentile(hist, 99)), max: ms(latMax), samples: latCount },
+    // Only when every event of the window was delivered are the percentiles complete (else the slowest are missing).
+    latencyComplete: drained,
     serverCpuUs: serverUs,
     serverCpuFrac: serverUs / (W * 1e6),
     cpuUsPerDelivery: deliveries > 0 ? serverUs / deliveries : null,
@@ -343,6 +400,7 @@ async function runScenario (ctx, sc) {
 // that are not ours use less than QUIET_CORES, so fewer windows are measured
 // under someone else's load. Every window still records the foreign load it saw.
 const QUIET_CORES = 0.3
+let gateWaited = 0
 async function quietGate (maxMs) {
   const start = Date.now()
   let load = 0
@@ -437,10 +495,16 @@ async function runCase (c) {
       progress(c, r)
       if (ctx.aborted) broken = `case aborted: ${ctx.aborted}`
       else if (r.failed && (!r.drained || r.integrity.endedSockets > 0)) broken = 'an earlier scenario of this case failed'
+      else if (!r.drained) broken = `the ${sc.kind === 'rate' ? `${sc.rate}/s` : sc.kind} scenario left a backlog (not drained in ${Math.round(sc.drainMs / 1000)} s)`
       else if (sc.kind === 'rate' && !r.keptUp) broken = `did not keep up at ${sc.rate}/s, so not at a higher rate either`
       if (sc.kind === 'closed' && !ctx.aborted && kind === 'fanout') {
-        const after = await request(main.port, 'POST', '/gc')
-        record({ type: 'after-load', rss: after.rss, heapUsed: after.heapUsed })
+        try {
+          const after = await request(main.port, 'POST', '/gc', 20000)
+          record({ type: 'after-load', rss: after.rss, heapUsed: after.heapUsed })
+        } catch (err) {
+          record({ type: 'after-load', rss: null, error: err.message })
+          broken ??= 'the server did not answer /gc after the closed loop'
+        }
       }
     }
     if (kind === 'slow' && !ctx.aborted) {
@@ -503,8 +567,12 @@ async function main () {
     casesDone++
     if (done.has(key)) continue
     const elapsed = (Date.now() - t0) / 1000
-    console.log(`[${casesDone}/${casesTotal}] rep ${c.rep} ${c.kind} N=${c.n}${c.topics > 1 ? ` (${c.topics} topics)` : ''} ${c.sys.name}  (${Math.floor(elapsed / 60)}m${Math.round(elapsed % 60)}s)`)
-    const quiet = opt.quick ? null : await quietGate(20000)
+    const eta = casesDone > 1 ? ` ~${Math.round(elapsed / (casesDone - 1) * (casesTotal - casesDone + 1) / 60)} min left` : ''
+    console.log(`[${casesDone}/${casesTotal}] rep ${c.rep} ${c.kind} N=${c.n}${c.topics > 1 ? ` (${c.topics} topics)` : ''} ${c.sys.name}  (${Math.floor(elapsed / 60)}m${Math.round(elapsed % 60)}s${eta})`)
+    // At most 8 s per case and 5 min over the whole run: on a machine that
+    // stays busy, waiting does not help and the run must still end.
+    const quiet = opt.quick ? null : await quietGate(Math.min(8000, Math.max(0, 300000 - gateWaited)))
+    if (quiet) gateWaited += quiet.waitedMs
     if (quiet && quiet.foreignLoad >= QUIET_CORES) console.log(`  (machine busy: ${quiet.foreignLoad.toFixed(2)} cores used by other processes after waiting ${Math.round(quiet.waitedMs / 1000)} s)`)
     c.quiet = quiet
     await runCase(c)

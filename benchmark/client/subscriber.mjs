@@ -17,7 +17,7 @@
 //   { cmd: 'window', ws, we, eager }     measured window [ws, we) in shared-clock us;
 //                                        eager: report wm changes at once (closed loop)
 //   { cmd: 'report' }                     -> { t: 'report', ... } and resets window counters
-//   { cmd: 'wm' }                         -> { t: 'wm', wm }
+//   { cmd: 'wm' }                         -> { t: 'wm', wm, recv } (recv: events received in all)
 //   { cmd: 'close' }                      -> destroys the sockets, exits
 // worker -> parent: { t: 'connected', ok, failed, ms, firstError }, { t: 'wm', wm },
 //   { t: 'closed', i, why } (a socket ended early), { t: 'fatal', message }
@@ -57,6 +57,7 @@ let hist = new Float64Array(BUCKETS)
 let latMax = 0
 let latCount = 0
 let recvInWindow = 0
+let recvTotal = 0
 let now = 0
 let conns = []
 let closing = false
@@ -99,7 +100,7 @@ function flushWm () {
   wmTimer = null
   if (wm !== wmSent) {
     wmSent = wm
-    send({ t: 'wm', wm })
+    send({ t: 'wm', wm, recv: recvTotal })
   }
 }
 
@@ -283,6 +284,7 @@ class Conn {
       this.ooo++
     }
     this.count++
+    recvTotal++
     if (g > wm) {
       ring[g & MASK]++
       if (g > maxG) maxG = g
@@ -443,7 +445,7 @@ process.on('message', (msg) => {
       break
     case 'wm':
       advance()
-      send({ t: 'wm', wm })
+      send({ t: 'wm', wm, recv: recvTotal })
       break
     case 'report':
       send(report())

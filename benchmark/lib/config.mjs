@@ -66,8 +66,8 @@ export function matrix (quick) {
     reps: 3,
     ns: [100, 1000, 10000],
     fanout: [
-      { kind: 'latency', inflight: 1, warmupMs: 300, windowMs: 2000, drainMs: 5000 },
-      { kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 3000, drainMs: 5000 },
+      { kind: 'latency', inflight: 1, warmupMs: 300, windowMs: 2000, drainMs: 10000 },
+      { kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 3000, drainMs: 10000 },
       { kind: 'rate', rate: 1000, warmupMs: 300, windowMs: 2000, drainMs: 2000 },
       { kind: 'rate', rate: 5000, warmupMs: 300, windowMs: 2000, drainMs: 2000 },
       { kind: 'rate', rate: 20000, warmupMs: 300, windowMs: 2000, drainMs: 2000 }
@@ -76,10 +76,10 @@ export function matrix (quick) {
       n: 10000,
       topics: 1000,
       scenarios: [
-        { kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 3000, drainMs: 5000 },
+        { kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 3000, drainMs: 10000 },
         { kind: 'rate', rate: 5000, warmupMs: 300, windowMs: 2000, drainMs: 2000 }
       ]
     },
-    slow: { n: 1000, scenarios: [{ kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 5000, drainMs: 5000 }] }
+    slow: { n: 1000, scenarios: [{ kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 5000, drainMs: 10000 }] }
   }
 }

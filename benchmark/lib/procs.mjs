@@ -154,6 +154,7 @@ export class Clients {
     this.n = workers
     this.procs = []
     this.wms = []
+    this.recvs = []
     this.onWm = null
     this.closed = [] // sockets that ended early: { i, why }
     this.fatal = null
@@ -162,6 +163,9 @@ export class Clients {
   }
 
   get pids () { return this.procs.map(p => p.pid) }
+
+  /** Events received by all sockets so far (as last reported). */
+  get recv () { return this.recvs.reduce((a, b) => a + b, 0) }
 
   get wm () {
     let m = Infinity
@@ -178,6 +182,7 @@ export class Clients {
       const child = spawn(process.execPath, [`${here}client/subscriber.mjs`], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
       this.procs.push(child)
       this.wms.push(0)
+      this.recvs.push(0)
       connected.push(new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`worker ${w}: no 'connected' after ${timeoutMs + 5000} ms`)), timeoutMs + 5000)
         child.on('message', (msg) => {
@@ -188,6 +193,7 @@ export class Clients {
               break
             case 'wm':
               this.wms[w] = msg.wm
+              this.recvs[w] = msg.recv
               this.onWm?.()
               if (this.wmWaiters.length > 0) {
                 const ws = this.wmWaiters
