@@ -211,19 +211,35 @@ export class ChannelImpl implements Subscribable {
   }
 
   /**
-   * Checks `data` against the schema of `event` and serialises it, once.
-   * The wire gets `JSON.stringify(data)`: properties the schema does not
-   * name pass through when the schema allows them (TypeBox objects do
-   * unless declared with `additionalProperties: false`, which refuses them).
+   * Serialises `data` once and checks what will actually be sent: the JSON
+   * form, parsed back, against the schema of `event`. So `toJSON()` cannot
+   * swap in something unchecked, and a value JSON cannot carry (BigInt, a
+   * cycle, `undefined`) is refused with the same coded 400, not a TypeError.
+   * Properties the schema does not name pass through when the schema allows
+   * them (TypeBox objects do unless declared `additionalProperties: false`,
+   * which refuses them). Returns the JSON and the value subscribers will see.
    */
-  serialize (event: string, data: unknown): string {
+  serialize (event: string, data: unknown): { json: string, value: unknown } {
     const compiled = this.compiled.get(event)
     if (compiled === undefined) throw new FST_ERR_SSEHUB_EVENT_UNKNOWN(this.name, String(event))
-    if (!compiled.check.Check(data)) {
-      const first = compiled.check.Errors(data).First()
-      throw new FST_ERR_SSEHUB_PAYLOAD_INVALID(event, this.name, first?.path || '/', first?.message ?? 'does not match the schema')
+    let json: string | undefined
+    try {
+      json = JSON.stringify(data)
+    } catch (err) {
+      this.refuse(compiled, event, data)
+      throw new FST_ERR_SSEHUB_PAYLOAD_INVALID(event, this.name, '/', `cannot be sent as JSON (${(err as Error).message})`)
     }
-    return JSON.stringify(data)
+    if (json === undefined) throw new FST_ERR_SSEHUB_PAYLOAD_INVALID(event, this.name, '/', `${typeof data} has no JSON form`)
+    const value: unknown = JSON.parse(json)
+    this.refuse(compiled, event, value)
+    return { json, value }
+  }
+
+  /** Throws the coded error naming the first bad field of `value`, if any. */
+  private refuse (compiled: CompiledEvent, event: string, value: unknown): void {
+    if (compiled.check.Check(value)) return
+    const first = compiled.check.Errors(value).First()
+    throw new FST_ERR_SSEHUB_PAYLOAD_INVALID(event, this.name, first?.path || '/', first?.message ?? 'does not match the schema')
   }
 
   /** @internal The frame head of `event`, built once at definition. */
@@ -266,8 +282,8 @@ function publishTo (topic: ChannelImpl | TopicImpl, event: string, data: unknown
     return Promise.reject(new FST_ERR_SSEHUB_TOPIC_INVALID(channel.name, `publish to a topic: channel.topic({ ${channel.paramNames.join(', ')} }).publish(...)`))
   }
   try {
-    const json = channel.serialize(event, data)
-    return hostOf(channel).publish(topic, event, data, json)
+    const { json, value } = channel.serialize(event, data)
+    return hostOf(channel).publish(topic, event, value, json)
   } catch (err) {
     return Promise.reject(err)
   }

@@ -221,8 +221,13 @@ export class SseHub implements ChannelHost, BackendHost {
   deliver (ev: HubEvent): void {
     const topic = this.topics.get(ev.topic)
     const hasChannelListeners = ev.channel !== undefined && this.channelListeners.has(ev.channel)
+    if (hasChannelListeners || (topic !== undefined && topic.listeners !== null)) {
+      this.listenerEvents.push(ev)
+    } else {
+      // Only listeners use the payload object; history must not keep it alive.
+      ev.payload = undefined
+    }
     if (topic === undefined && !hasChannelListeners) return
-    if (hasChannelListeners || (topic !== undefined && topic.listeners !== null)) this.listenerEvents.push(ev)
     if (topic !== undefined && topic.subs.size > 0) {
       frameOf(ev)
       topic.batch.push(ev)
@@ -236,7 +241,7 @@ export class SseHub implements ChannelHost, BackendHost {
 
   /** @internal BackendHost: events may have been missed; every stream catches up from history. */
   interrupted (): void {
-    for (const sub of this.allSubscribers()) this.catchUp(sub, [...sub.topics], null, false).catch(() => {})
+    for (const sub of this.allSubscribers()) this.catchUp(sub, [...sub.topics], null, null).catch(() => {})
   }
 
   /** @internal BackendHost: a new epoch. Every stream is told `reset`, then follows the new epoch from its start. */
@@ -321,12 +326,13 @@ export class SseHub implements ChannelHost, BackendHost {
       const topicSet = this.topics.get(ev.topic)?.listeners?.get(ev.event)
       const channelSet = ev.channel === undefined ? undefined : this.channelListeners.get(ev.channel)?.get(ev.event)
       if (topicSet === undefined && channelSet === undefined) continue
-      if (ev.payload === undefined) ev.payload = JSON.parse(ev.data)
+      const payload = ev.payload === undefined ? JSON.parse(ev.data) : ev.payload
+      ev.payload = undefined
       for (const set of [topicSet, channelSet]) {
         if (set === undefined) continue
         for (const fn of set) {
           try {
-            fn(ev.payload, meta)
+            fn(payload, meta)
           } catch (err) {
             this.log.error({ err, topic: ev.topic, event: ev.event }, 'fastify-sse-hub: a subscribe() handler threw')
           }
@@ -412,8 +418,12 @@ export class SseHub implements ChannelHost, BackendHost {
     if (targets.length > 0) {
       const sub = new Subscriber(stream)
       stream.hubState = sub
+      const asked = stream.lastEventId ?? stream.invalidLastEventId ?? null
+      // A fresh subscriber starts at the head as of now: asked for before
+      // anything else, so every later publish of this process comes after it.
+      const start = asked === null ? this.backend.head() : null
       this.attach(sub, targets)
-      this.catchUp(sub, targets.map(t => this.topics.get(t.key) as LocalTopic), stream.lastEventId ?? stream.invalidLastEventId ?? null, true)
+      this.catchUp(sub, targets.map(t => this.topics.get(t.key) as LocalTopic), asked, start).catch(() => {})
     }
     if (iterable !== null) void stream.pipeFrom(iterable)
   }
@@ -449,15 +459,16 @@ export class SseHub implements ChannelHost, BackendHost {
     if (!verdict) throw new FST_ERR_SSEHUB_FORBIDDEN(targets.map(t => t.key).join(', '))
     if (stream.ended) return
     let sub = stream.hubState as Subscriber | null
+    let start: Promise<number> | null = null
     if (sub === null) {
       sub = new Subscriber(stream)
-      sub.lastSeq = await this.backend.head()
       stream.hubState = sub
+      start = this.backend.head()
     }
     const fresh = targets.filter(t => !(sub as Subscriber).topics.has(this.topics.get(t.key) as LocalTopic))
     if (fresh.length === 0) return
     this.attach(sub, fresh)
-    await this.catchUp(sub, fresh.map(t => this.topics.get(t.key) as LocalTopic), null, false)
+    await this.catchUp(sub, fresh.map(t => this.topics.get(t.key) as LocalTopic), null, start)
   }
 
   /** @internal `stream.unsubscribe()`. */
@@ -485,11 +496,16 @@ export class SseHub implements ChannelHost, BackendHost {
   /**
    * Brings `sub` up to date on `topics`, then lets live events through.
    * Live events arriving meanwhile are held and merged in by seq, so none is
-   * lost or sent twice. At open with `asked` (the client's Last-Event-ID),
-   * the id is checked: an unknown or foreign id, or a gap history no longer
-   * covers, sends `reset` (with the hub's head as its id) instead of replaying.
+   * lost or sent twice. From where:
+   * - `start` (a head read when the stream subscribed): a fresh stream, told
+   *   that id first, so a client dropping before its first event resumes there;
+   * - `asked` (the client's Last-Event-ID at open): checked first; an
+   *   unknown or foreign id, or a gap history no longer covers, sends `reset`
+   *   (with the hub's head as its id) instead of replaying;
+   * - neither: from the stream's last seq (mid-stream subscribe, outage).
    */
-  private catchUp (sub: Subscriber, topics: LocalTopic[], asked: string | null, atOpen: boolean): Promise<void> {
+  private catchUp (sub: Subscriber, topics: LocalTopic[], asked: string | null, start: Promise<number> | null): Promise<void> {
+    const atOpen = asked !== null
     sub.holding ??= []
     const run = async (): Promise<void> => {
       const stream = sub.stream
@@ -499,16 +515,12 @@ export class SseHub implements ChannelHost, BackendHost {
       await Promise.all(topics.map(t => t.ready))
       let reason: ResetReason | null = null
       let from = sub.lastSeq
-      if (atOpen) {
-        if (asked === null) {
-          // A fresh subscriber starts at the head, and is told so: a client
-          // that drops before the first event then resumes from here.
-          const head = await this.backend.head()
-          if (generation !== this.generation || stream.ended) return
-          sub.lastSeq = head
-          stream.push(Buffer.from(`id: ${formatId(this.backend.epoch, head)}\n\n`))
-          return
-        }
+      if (start !== null) {
+        from = await start
+        if (generation !== this.generation || stream.ended) return
+        sub.lastSeq = from
+        stream.push(Buffer.from(`id: ${formatId(this.backend.epoch, from)}\n\n`))
+      } else if (atOpen) {
         const id = stream.lastEventId === undefined ? null : parseId(stream.lastEventId)
         if (id === null) reason = 'unknown'
         else if (id.epoch !== this.backend.epoch) reason = 'epoch'
@@ -535,16 +547,16 @@ export class SseHub implements ChannelHost, BackendHost {
       }
     }
     const done = sub.chain.then(run).then(() => this.release(sub), (err) => {
-      this.release(sub)
+      // Held events must not go out past history that was never read: that
+      // would be a silent gap. Close instead; the client resumes from its last id.
+      sub.holding = null
+      if (!sub.stream.ended) {
+        sub.stream.request.log.error({ err }, 'fastify-sse-hub: catching up from history failed; closing the stream so the client resumes')
+        sub.stream.close()
+      }
       throw err
     })
     sub.chain = done.catch(() => {})
-    if (atOpen) {
-      done.catch(err => {
-        sub.stream.request.log.error({ err }, 'fastify-sse-hub: resume failed; closing the stream')
-        sub.stream.close()
-      })
-    }
     return done
   }
 

@@ -62,8 +62,10 @@ export interface SseHubOptions {
    */
   historyTtl?: number
   /**
-   * Bytes of history for the whole hub (payload, names, ids and about 100
-   * bytes of bookkeeping per event); past it, the oldest events go first.
+   * Bytes of history for the whole hub, counted from above: each event's
+   * payload twice (its JSON and its SSE frame) plus about 320 bytes, and
+   * about 360 bytes per topic that holds history. Past it, the oldest events
+   * go first.
    * @default 67108864 (64 MiB)
    */
   maxHistoryBytes?: number

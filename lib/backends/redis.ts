@@ -339,16 +339,22 @@ export class RedisBackend implements Backend {
 
   async close (): Promise<void> {
     this.closing = true
-    const quit = async (client: Redis | null): Promise<void> => {
-      if (client === null) return
-      try {
-        await client.quit()
-      } catch {
-        client.disconnect()
-      }
+    await this.quit(this.sub)
+    if (this.ownsCmd) await this.quit(this.cmd)
+  }
+
+  /** QUIT if Redis is there (bounded), then drop the socket: closing never waits on a Redis that is gone. */
+  private async quit (client: Redis | null): Promise<void> {
+    if (client === null) return
+    if (client.status === 'ready') {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        client.quit().catch(() => {}),
+        new Promise<void>(resolve => { timer = setTimeout(resolve, 1_000) })
+      ])
+      clearTimeout(timer)
     }
-    await quit(this.sub)
-    if (this.ownsCmd) await quit(this.cmd)
+    client.disconnect()
   }
 }
 

@@ -4,10 +4,33 @@
  * waits with bounded timeouts (never fixed sleeps).
  */
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
-import { request } from 'undici'
+import { Client } from 'undici'
 import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import { Writable } from 'node:stream'
-import ssePlugin, { type SseHubOptions } from '../../lib/index.js'
+import tap from 'tap'
+import ssePlugin, { type Backend, type SseHubOptions } from '../../lib/index.js'
+import { RedisServer } from './redis.js'
+
+/**
+ * Which backend makeApp() gives apps that do not choose one: 'memory', or
+ * 'redis' when HUB_BACKEND=redis (the contract suite runs the hub's
+ * behaviour files both ways). On Redis, apps of one process share one
+ * redis-server and each gets its own key prefix, so each is its own hub.
+ */
+export const backendKind: 'memory' | 'redis' = process.env.HUB_BACKEND === 'redis' ? 'redis' : 'memory'
+let sharedRedis: Promise<RedisServer> | null = null
+let prefixes = 0
+
+async function defaultBackend (): Promise<Backend | undefined> {
+  if (backendKind !== 'redis') return undefined
+  if (sharedRedis === null) {
+    sharedRedis = new RedisServer().start()
+    tap.teardown(async () => { await (await sharedRedis as RedisServer).stop() })
+  }
+  const server = await sharedRedis
+  const { redisBackend } = await import('../../lib/redis.js')
+  return redisBackend({ url: server.url, prefix: `t${process.pid}-${++prefixes}` })
+}
 
 /** The subset of tap's Test these helpers use. */
 export interface T {
@@ -43,7 +66,12 @@ export async function makeApp (
   }
   const app = Fastify({ logger: { level: 'info', stream }, ...options.fastify } as FastifyServerOptions) as unknown as FastifyInstance
   t.teardown(() => app.close())
-  await app.register(ssePlugin, options.plugin ?? {})
+  const plugin = { ...options.plugin }
+  if (plugin.backend === undefined) {
+    const backend = await defaultBackend()
+    if (backend !== undefined) plugin.backend = backend
+  }
+  await app.register(ssePlugin, plugin)
   await setup(app)
   if (options.listen === false) {
     await app.ready()
@@ -105,6 +133,8 @@ export class SseClient {
   ending: 'end' | 'error' | null = null
   private readonly wakers = new Set<() => void>()
   private readonly controller = new AbortController()
+  /** One connection per client, closed with it: no pooled sockets linger to hold up a server's close(). */
+  private connection: Client | null = null
 
   /** Opens `url` with `headers` and resolves once the response headers are in. */
   static async open (url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<SseClient> {
@@ -115,7 +145,14 @@ export class SseClient {
       onComment: (c) => { client.comments.push(c) },
       onRetry: (r) => { client.retries.push(r) }
     })
-    const res = await request(url, { method, headers: { accept: 'text/event-stream', ...headers }, signal: client.controller.signal })
+    const target = new URL(url)
+    client.connection = new Client(target.origin)
+    const res = await client.connection.request({
+      path: target.pathname + target.search,
+      method: method as 'GET',
+      headers: { accept: 'text/event-stream', ...headers },
+      signal: client.controller.signal
+    })
     client.status = res.statusCode
     client.headers = res.headers
     res.body.on('data', (chunk: Buffer) => {
@@ -154,8 +191,9 @@ export class SseClient {
     return this.ending as 'end' | 'error'
   }
 
-  /** Aborts the request (the client goes away). */
+  /** Aborts the request (the client goes away) and closes its connection. */
   close (): void {
     this.controller.abort()
+    this.connection?.destroy().catch(() => {})
   }
 }
