@@ -4,7 +4,7 @@
 // from its form.
 import t from 'tap'
 import { browserSkip, launchBrowser, openPage } from './helpers/browser.js'
-import { startDemo, until } from './helpers/demo.js'
+import { startDemo } from './helpers/demo.js'
 
 const skip = browserSkip()
 

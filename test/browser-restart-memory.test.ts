@@ -5,7 +5,7 @@
 // while it was away) and subscribes from the state's id. Then live again.
 import t from 'tap'
 import { browserSkip, launchBrowser, openPage } from './helpers/browser.js'
-import { startDemo, until } from './helpers/demo.js'
+import { startDemo } from './helpers/demo.js'
 
 const skip = browserSkip()
 

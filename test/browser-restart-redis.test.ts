@@ -93,7 +93,7 @@ t.test('restart on the same port: the page resumes with no event lost and none t
   t.equal(seen.subscriptions, 1, 'the client\'s own EventSource reconnected (no resubscribe)')
   t.ok(second.app.sse.stats().resumes >= 1, 'the new server resumed the stream from history')
   const lastMessage = `message ${published.length - (published.length % 5)}`
-  await page.waitForFunction((text) => [...document.querySelectorAll('#messages .text')].some(e => e.textContent === text), lastMessage)
+  await page.waitForFunction((text) => Array.from(document.querySelectorAll('#messages .text')).some(e => e.textContent === text), lastMessage)
   t.equal(await page.locator('#messages li').count(), Math.floor(published.length / 5), 'every message shown once')
   t.ok(whileDown > 0)
   t.same(seen.errors, [], 'no client errors')

@@ -7,9 +7,9 @@ import t from 'tap'
 import { Type } from '@sinclair/typebox'
 import { EventSource } from 'eventsource'
 import type { FastifyInstance } from 'fastify'
-import { subscribe, type ConnectionState, type ResetInfo, type Subscription } from '../lib/client.js'
+import { subscribe, type ConnectionState, type ResetInfo, type SubscribeOptions, type Subscription } from '../lib/client.js'
 import type { Channel, SseStream } from '../lib/index.js'
-import { makeApp } from './helpers/index.js'
+import { makeApp, type T } from './helpers/index.js'
 import { until } from './helpers/demo.js'
 
 const Price = Type.Object({ symbol: Type.String(), price: Type.Number() })
@@ -18,7 +18,7 @@ type Ticker = Channel<'ticker', { price: typeof Price, halt: typeof Halt }>
 
 interface Got { event: string, id: string, data: unknown }
 
-async function tickerApp (t: Parameters<Parameters<typeof t.test>[1]>[0], plugin = {}) {
+async function tickerApp (t: T, plugin = {}) {
   let ticker!: Ticker
   const streams: SseStream[] = []
   const requests: Array<{ query: string | undefined, header: string | string[] | undefined }> = []
@@ -33,7 +33,7 @@ async function tickerApp (t: Parameters<Parameters<typeof t.test>[1]>[0], plugin
 }
 
 /** Subscribes with typed handlers that record what they get; closed at teardown. */
-function open (t: { teardown: (fn: () => unknown) => void }, url: string, options: Parameters<typeof subscribe>[2] = {}) {
+function open (t: T, url: string, options: SubscribeOptions = {}) {
   const got: Got[] = []
   const states: ConnectionState[] = []
   const resets: ResetInfo[] = []
