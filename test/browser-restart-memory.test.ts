@@ -5,7 +5,7 @@
 // while it was away) and subscribes from the state's id. Then live again.
 import t from 'tap'
 import { browserSkip, launchBrowser, openPage } from './helpers/browser.js'
-import { startDemo } from './helpers/demo.js'
+import { startDemo, until } from './helpers/demo.js'
 
 const skip = browserSkip()
 
@@ -80,7 +80,8 @@ t.test('restart on the same port: the page gets reset, loads the state again, an
   await page.waitForFunction((id) => document.querySelector(`#messages li[data-id="${id}"]`) !== null, m2)
   t.equal(second.app.sse.stats().resets, 1, 'the server counted one reset')
   t.equal(second.app.sse.stats().resumes, 1, 'and one resume: the page subscribed again from the state\'s id')
-  t.equal(second.app.sse.stats().openStreams, 1, 'the page holds one stream (the reset one was closed)')
+  await until('the reset stream to be closed', () => second.app.sse.stats().openStreams === 1)
+  t.equal(second.app.sse.stats().streamsOpened, 2, 'the page holds one stream: the one that got the reset was closed, the state\'s one is open')
   t.same(seen.errors, [], 'no client errors')
   // A stream that cannot connect while the server is down logs one console error per attempt.
   t.same(errors.filter(e => !/ERR_CONNECTION_REFUSED|net::ERR/.test(e)), [], 'no other console errors')
