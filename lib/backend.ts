@@ -47,6 +47,8 @@ export interface BackendHost {
    * new epoch from its start. `oldEpoch` is the epoch streams were on.
    */
   epochChanged: (oldEpoch: string) => void
+  /** A control message another process broadcast (never this process's own). */
+  control: (message: string) => void
   /** Fastify's logger: backends log here and never throw into the app. */
   readonly log: FastifyBaseLogger
 }
@@ -80,6 +82,10 @@ export interface Backend {
   unsubscribe: (topic: string) => void
   /** The events after `seq` on `topic`, or `trimmed`. */
   after: (topic: string, seq: number) => Promise<HistoryAfter>
+  /** The newest `count` events of `topic` still in history, oldest first. */
+  latest: (topic: string, count: number) => Promise<HubEvent[]>
+  /** Sends a control message to every other process of the hub (none on a single-process backend). */
+  broadcast: (message: string) => Promise<void>
   /** The highest seq assigned so far. */
   head: () => Promise<number>
   /** Counts for `stats()`. */

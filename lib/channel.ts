@@ -44,12 +44,25 @@ export type EventHandler<E extends EventMap, K extends keyof E> = (data: Static<
  */
 export type Authorize = (request: FastifyRequest, params: Record<string, string>) => boolean | Promise<boolean>
 
+/** What a channel's `snapshot` returns: one of its events, sent first to a fresh subscriber. */
+export type Snapshot<E extends EventMap> = { [K in keyof E & string]: { event: K, data: Static<E[K]> } }[keyof E & string]
+
 /** The second argument of `channel()` / `defineChannel()`. */
 export interface ChannelOptions<E extends EventMap> {
   /** Event names (letters, digits, `_ . : -`; not `reset`, `open` or `error`) to the TypeBox schemas of their payloads. */
   events: E
   /** Per-subscription access check; see {@link Authorize}. Default: everyone may subscribe. */
   authorize?: Authorize
+  /**
+   * The current state of a topic, sent first to a subscriber that connects
+   * without `Last-Event-ID`, as one of the channel's events (validated like
+   * a publish). It carries the id of the hub's head when the subscriber
+   * joined, and live events follow from exactly there. Called in the same
+   * event-loop turn as the head is read: a synchronous function (or one
+   * that reads state before it awaits) sees exactly the events up to that
+   * id. If it throws or rejects, only that stream closes, logged.
+   */
+  snapshot?: (request: FastifyRequest, params: Record<string, string>) => Snapshot<E> | Promise<Snapshot<E>>
 }
 
 /** Something a stream can subscribe to: a plain channel or one topic of a templated channel. */
@@ -80,7 +93,7 @@ export interface Topic<E extends EventMap = EventMap, N extends string = string>
   subscribe: <K extends keyof E & string>(event: K, handler: EventHandler<E, K>) => () => void
 }
 
-interface ChannelBase<N extends string, E extends EventMap> {
+export interface ChannelBase<N extends string, E extends EventMap> {
   /** The channel name or topic template. */
   readonly name: N
   /** The event map this channel was declared with. */
@@ -111,7 +124,7 @@ const NAME_SEGMENT = /^[A-Za-z0-9_.-]+$/
 const PARAM_SEGMENT = /^:[A-Za-z_][A-Za-z0-9_]*$/
 const EVENT_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$/
 /** Names the hub or EventSource itself uses: `reset` is the hub's gap signal; `open`/`error` would fire EventSource's own handlers. */
-const RESERVED_EVENTS = new Set(['reset', 'open', 'error'])
+const RESERVED_EVENTS = new Set(['reset', 'open', 'error', 'sse-hub:head'])
 const UNSAFE_PARAM = /[/\x00-\x1f\x7f-\x9f]/
 
 interface CompiledEvent {
@@ -126,6 +139,7 @@ export class ChannelImpl implements Subscribable {
   readonly name: string
   readonly events: EventMap
   readonly authorize: Authorize | null
+  readonly snapshot: ((request: FastifyRequest, params: Record<string, string>) => unknown) | null
   readonly paramNames: readonly string[]
   readonly segments: readonly string[]
   readonly compiled: ReadonlyMap<string, CompiledEvent>
@@ -156,13 +170,16 @@ export class ChannelImpl implements Subscribable {
     if (options.authorize !== undefined && typeof options.authorize !== 'function') {
       throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, 'options.authorize must be a function (request, params) => boolean')
     }
+    if (options.snapshot !== undefined && typeof options.snapshot !== 'function') {
+      throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, 'options.snapshot must be a function (request, params) => ({ event, data })')
+    }
     const compiled = new Map<string, CompiledEvent>()
     for (const [event, schema] of Object.entries(options.events)) {
       if (!EVENT_NAME.test(event)) {
         throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `event name "${event}" must start with a letter or "_" and hold only letters, digits, "_", ".", ":" or "-" (at most 64)`)
       }
       if (RESERVED_EVENTS.has(event)) {
-        throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `event name "${event}" is reserved (reset is the hub's gap signal; open and error are EventSource's own events)`)
+        throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `event name "${event}" is reserved (reset and sse-hub:head are the hub's own; open and error are EventSource's own events)`)
       }
       let check: TypeCheck<TSchema>
       try {
@@ -176,6 +193,7 @@ export class ChannelImpl implements Subscribable {
     this.name = name
     this.events = options.events
     this.authorize = options.authorize ?? null
+    this.snapshot = (options.snapshot as ChannelImpl['snapshot'] | undefined) ?? null
     this.segments = segments
     this.paramNames = paramNames
     this.compiled = compiled
@@ -308,5 +326,5 @@ function hostOf (channel: ChannelImpl): ChannelHost {
  * Attach it with `fastify.sse.channel(definition)` before publishing.
  */
 export function defineChannel<const N extends string, E extends EventMap> (name: N, options: ChannelOptions<E>): Channel<N, E> {
-  return new ChannelImpl(name, options) as unknown as Channel<N, E>
+  return new ChannelImpl(name, options as unknown as ChannelOptions<EventMap>) as unknown as Channel<N, E>
 }

@@ -25,6 +25,11 @@ export const FST_ERR_SSEHUB_SOURCE_INVALID = createError<'FST_ERR_SSEHUB_SOURCE_
   'FST_ERR_SSEHUB_SOURCE_INVALID',
   'fastify-sse-hub: reply.sse() takes nothing, an options object or an (async) iterable of events, got %s', 500, TypeError)
 
+/** An option of `reply.sse(options)` is malformed. */
+export const FST_ERR_SSEHUB_REPLY_OPTION_INVALID = createError<'FST_ERR_SSEHUB_REPLY_OPTION_INVALID', [string, string]>(
+  'FST_ERR_SSEHUB_REPLY_OPTION_INVALID',
+  'fastify-sse-hub: reply.sse() option "%s" %s', 500, TypeError)
+
 /** An event given to `send()` is not an object (or a string), or its data cannot be serialised. */
 export const FST_ERR_SSEHUB_EVENT_INVALID = createError<'FST_ERR_SSEHUB_EVENT_INVALID', [string]>(
   'FST_ERR_SSEHUB_EVENT_INVALID',
@@ -84,3 +89,8 @@ export const FST_ERR_SSEHUB_CLOSED = createError<'FST_ERR_SSEHUB_CLOSED', []>(
 export const FST_ERR_SSEHUB_BACKEND_UNAVAILABLE = createError<'FST_ERR_SSEHUB_BACKEND_UNAVAILABLE', [string]>(
   'FST_ERR_SSEHUB_BACKEND_UNAVAILABLE',
   'fastify-sse-hub: the backend is unavailable (%s); nothing was published, retry later', 503)
+
+/** A tag given to `reply.sse({ tags })` or `fastify.sse.disconnect({ tag })` is malformed. */
+export const FST_ERR_SSEHUB_TAG_INVALID = createError<'FST_ERR_SSEHUB_TAG_INVALID', [string]>(
+  'FST_ERR_SSEHUB_TAG_INVALID',
+  'fastify-sse-hub: a tag must be a string of 1 to 128 printable ASCII characters, got %s', 500, TypeError)

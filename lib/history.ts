@@ -187,6 +187,16 @@ export class History {
     return { events, trimmed: false }
   }
 
+  /** The newest `count` events of `key`, oldest first. */
+  latest (key: string, count: number, now: number): HubEvent[] {
+    this.expire(now)
+    const entries = this.topics.get(key)?.entries
+    if (entries === undefined) return []
+    const events: HubEvent[] = []
+    for (let i = Math.max(0, entries.length - count); i < entries.length; i++) events.push(entries.at(i).ev)
+    return events
+  }
+
   /** Drops events older than `historyTtl`. */
   expire (now: number): void {
     const ttl = this.limits.historyTtl

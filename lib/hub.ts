@@ -8,6 +8,7 @@
  * batch for this event-loop turn. At the flush, each topic's batch becomes
  * ONE packet (one allocation) that every subscriber's socket is handed as is.
  */
+import { EventEmitter } from 'node:events'
 import type { FastifyReply } from 'fastify'
 import type { Backend, BackendHost, HubEvent } from './backend.js'
 import { formatId, parseId } from './backend.js'
@@ -27,11 +28,14 @@ import {
   FST_ERR_SSEHUB_CLOSED,
   FST_ERR_SSEHUB_EVENT_TOO_LARGE,
   FST_ERR_SSEHUB_FORBIDDEN,
+  FST_ERR_SSEHUB_PAYLOAD_INVALID,
+  FST_ERR_SSEHUB_REPLY_OPTION_INVALID,
   FST_ERR_SSEHUB_SOURCE_INVALID,
+  FST_ERR_SSEHUB_TAG_INVALID,
   FST_ERR_SSEHUB_TOPIC_INVALID
 } from './errors.js'
 import type { HistoryLimits } from './history.js'
-import { SseStream, type Pump, type SseSource } from './stream.js'
+import { SseStream, type CloseReason, type Pump, type SseSource } from './stream.js'
 
 /** Why a resume could not replay what the client missed. */
 export type ResetReason = 'unknown' | 'trimmed' | 'epoch'
@@ -40,6 +44,20 @@ export type ResetReason = 'unknown' | 'trimmed' | 'epoch'
 export interface SseReplyOptions {
   /** Channels (plain ones) and topics to follow on this stream. */
   subscribe?: Subscribable[]
+  /**
+   * Labels for targeted disconnects (`fastify.sse.disconnect({ tag })`),
+   * such as `user:42` or `tenant:acme`: at most 32, each 1 to 128 printable
+   * ASCII characters.
+   */
+  tags?: string[]
+  /** This stream's lifetime in ms (the shorter of this and the plugin's `maxLifetime` applies); see `maxLifetime`. */
+  maxLifetime?: number
+  /**
+   * `-N`: a subscriber that connects without `Last-Event-ID` first gets the
+   * newest N events of each followed topic still in history, in order, then
+   * live events (Nchan's `first_message: -N`). From -1 to -10000.
+   */
+  since?: number
 }
 
 /** Live counts for this process, cheap enough to read per request. */
@@ -62,6 +80,12 @@ export interface SseStats {
   slowClientCuts: number
   /** Streams turned away over `maxConnections` (told to retry later). */
   shed: number
+  /** Streams turned away over `maxStreamsPerClient`. */
+  shedPerClient: number
+  /** Streams ended at the end of their lifetime (`maxLifetime`). */
+  expired: number
+  /** Streams ended by `disconnect({ tag })`. */
+  disconnected: number
   /** Streams that resumed from history with `Last-Event-ID`. */
   resumes: number
   /** Streams that got a `reset` instead (the gap was not in history). */
@@ -80,7 +104,28 @@ export interface SseStats {
 /** The hub's options, normalised. */
 export interface HubSettings extends HistoryLimits {
   maxConnections: number
+  maxLifetime: number
+  maxStreamsPerClient: number
+  clientKey: (request: FastifyReply['request']) => string
 }
+
+/** The events `fastify.sse` emits, for custom accounting. */
+export interface SseHubEvents {
+  /** A stream opened (after authorisation). */
+  connect: [stream: SseStream]
+  /** A stream ended, and why. */
+  disconnect: [stream: SseStream, reason: CloseReason]
+}
+
+/** The event that tells a fresh subscriber its starting id; reserved, so no channel declares it. */
+export const HEAD_EVENT = 'sse-hub:head'
+
+const TAG = /^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$/
+const MAX_TAGS = 32
+const MAX_SINCE = 10_000
+
+/** A snapshot call's outcome, captured at once so a rejection is never left unhandled. */
+type SnapshotOutcome = { ok: true, channel: ChannelImpl, value: unknown } | { ok: false, error: unknown }
 
 type Listener = (data: unknown, meta: EventMeta) => void
 
@@ -114,8 +159,12 @@ class Subscriber {
   constructor (readonly stream: SseStream) {}
 }
 
-/** `fastify.sse`: the hub of this plugin instance. */
-export class SseHub implements ChannelHost, BackendHost {
+/**
+ * `fastify.sse`: the hub of this plugin instance. It is an EventEmitter:
+ * `fastify.sse.on('connect', stream => ...)` and
+ * `fastify.sse.on('disconnect', (stream, reason) => ...)` for custom accounting.
+ */
+export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, BackendHost {
   /** @internal */
   readonly pump: Pump
   /** @internal */
@@ -133,6 +182,15 @@ export class SseHub implements ChannelHost, BackendHost {
   private published = 0
   private deliveries = 0
   private shed = 0
+  private shedPerClient = 0
+  private expired = 0
+  private disconnected = 0
+  /** Tag -> the open streams carrying it. */
+  private readonly tagged = new Map<string, Set<SseStream>>()
+  /** Client key -> its open (or opening) streams, for maxStreamsPerClient. */
+  private readonly perClient = new Map<string, number>()
+  /** Streams admitted and still being authorised: they count against maxConnections. */
+  private opening = 0
   private resumes = 0
   private resets = 0
   private closed = false
@@ -141,11 +199,12 @@ export class SseHub implements ChannelHost, BackendHost {
 
   /** @internal Created by the plugin. */
   constructor (pump: Pump, backend: Backend, settings: HubSettings) {
+    super()
     this.pump = pump
     this.backend = backend
     this.settings = settings
     pump.beforeFlush = () => this.flushTopics()
-    pump.onStreamClosed = (stream) => this.detach(stream.hubState as Subscriber)
+    pump.onStreamClosed = (stream, reason) => this.streamClosed(stream, reason)
     pump.link = this
   }
 
@@ -364,72 +423,215 @@ export class SseHub implements ChannelHost, BackendHost {
   /** @internal The body of `reply.sse()`. */
   reply (reply: FastifyReply, source: SseSource | SseReplyOptions | undefined): SseStream {
     let iterable: SseSource | null = null
-    let follow: Subscribable[] = []
+    let options: SseReplyOptions = {}
     if (source !== undefined) {
       if (source === null || typeof source !== 'object') {
         throw new FST_ERR_SSEHUB_SOURCE_INVALID(source === null ? 'null' : typeof source)
       }
-      if (Symbol.asyncIterator in source || Symbol.iterator in source) {
-        iterable = source as SseSource
-      } else if ((source as SseReplyOptions).subscribe !== undefined) {
-        follow = (source as SseReplyOptions).subscribe as Subscribable[]
-        if (!Array.isArray(follow)) throw new FST_ERR_SSEHUB_SOURCE_INVALID('options.subscribe that is not an array')
-      }
+      if (Symbol.asyncIterator in source || Symbol.iterator in source) iterable = source as SseSource
+      else options = source as SseReplyOptions
     }
+    const { follow, tags, lifetime, since } = this.readReplyOptions(options)
     const targets = follow.map(s => this.resolve(s))
     const stream = new SseStream(this.pump, reply.request, reply)
+    const request = reply.request
 
-    if (this.pump.closing || this.pump.streams.size >= this.settings.maxConnections) {
-      // Over capacity or shutting down: a native EventSource gives up for good
-      // on any non-200, so answer 200, tell it when to retry, and end.
+    let clientKey: string | null = null
+    if (this.settings.maxStreamsPerClient !== Infinity) {
+      clientKey = String(this.settings.clientKey(request))
+      if ((this.perClient.get(clientKey) ?? 0) >= this.settings.maxStreamsPerClient) {
+        this.shedPerClient++
+        return this.turnAway(reply, stream)
+      }
+    }
+    if (this.pump.closing || this.pump.streams.size + this.opening >= this.settings.maxConnections) {
       if (!this.pump.closing) this.shed++
-      reply.hijack()
-      stream.open(reply)
-      stream.shutdown(this.pump.jitteredRetry(this.retryBase(), this.pump.options.shutdownJitter))
-      return stream
+      return this.turnAway(reply, stream)
+    }
+    if (clientKey !== null) {
+      // Counted from now, so a burst waiting on async authorisation cannot overshoot.
+      stream.clientKey = clientKey
+      this.perClient.set(clientKey, (this.perClient.get(clientKey) ?? 0) + 1)
     }
 
+    const begin = (): void => this.start(reply, stream, targets, iterable, tags, lifetime, since)
     const decided = this.authorize(reply, targets)
     if (decided === true) {
-      this.start(reply, stream, targets, iterable)
+      begin()
     } else if (decided === false) {
       this.refuse(reply, stream, targets)
     } else {
+      this.opening++
       decided.then(ok => {
+        this.opening--
         if (stream.ended) return
-        if (ok) this.start(reply, stream, targets, iterable)
+        if (ok) begin()
         else this.refuse(reply, stream, targets)
       }, err => {
-        stream.abandon()
+        this.opening--
+        this.abandon(stream)
         reply.send(err)
       })
     }
     return stream
   }
 
-  private start (reply: FastifyReply, stream: SseStream, targets: Target[], iterable: SseSource | null): void {
+  /** Checks the options of `reply.sse(options)`, throwing a coded error for a bad one. */
+  private readReplyOptions (options: SseReplyOptions): { follow: Subscribable[], tags: string[], lifetime: number, since: number } {
+    const follow = options.subscribe ?? []
+    if (!Array.isArray(follow)) throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('subscribe', 'must be an array of channels and topics')
+    const tags = options.tags ?? []
+    if (!Array.isArray(tags) || tags.length > MAX_TAGS) throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('tags', `must be an array of at most ${MAX_TAGS} tags`)
+    for (const tag of tags) assertTag(tag)
+    let lifetime = this.settings.maxLifetime === 0 ? Infinity : this.settings.maxLifetime
+    if (options.maxLifetime !== undefined) {
+      const ms = options.maxLifetime
+      if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 1 || ms > 2 ** 31 - 1) {
+        throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('maxLifetime', `must be a whole number of ms from 1 to 2147483647, got ${String(ms)}`)
+      }
+      lifetime = Math.min(lifetime, ms)
+    }
+    const since = options.since ?? 0
+    if (typeof since !== 'number' || !Number.isInteger(since) || since > 0 || since < -MAX_SINCE) {
+      throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('since', `must be a whole number from -${MAX_SINCE} to -1 (the newest N events), got ${String(since)}`)
+    }
+    return { follow, tags, lifetime, since }
+  }
+
+  /** Over a limit: 200, a jittered retry, an end. A non-200 would make a native EventSource give up for good. */
+  private turnAway (reply: FastifyReply, stream: SseStream): SseStream {
+    reply.hijack()
+    stream.open(reply)
+    stream.shutdown(this.pump.jitteredRetry(this.pump.retryBase(), this.pump.options.shutdownJitter))
+    return stream
+  }
+
+  private start (reply: FastifyReply, stream: SseStream, targets: Target[], iterable: SseSource | null, tags: string[], lifetime: number, since: number): void {
     if (reply.raw.destroyed) {
-      stream.abandon()
+      this.abandon(stream)
       return
     }
     reply.hijack()
     stream.open(reply)
-    if (stream.ended) return
+    if (stream.ended) {
+      this.abandon(stream)
+      return
+    }
+    if (tags.length > 0) {
+      stream.tags = tags
+      for (const tag of tags) {
+        let set = this.tagged.get(tag)
+        if (set === undefined) this.tagged.set(tag, set = new Set())
+        set.add(stream)
+      }
+    }
+    if (lifetime !== Infinity) this.pump.expireAfter(stream, lifetime)
+    stream.announced = true
+    this.emit('connect', stream)
     if (targets.length > 0) {
       const sub = new Subscriber(stream)
       stream.hubState = sub
       const asked = stream.lastEventId ?? stream.invalidLastEventId ?? null
       // A fresh subscriber starts at the head as of now: asked for before
-      // anything else, so every later publish of this process comes after it.
+      // anything else, so every later publish of this process comes after
+      // it; snapshots are taken in the same turn, so they match that head.
       const start = asked === null ? this.backend.head() : null
+      const snapshots = asked === null ? this.takeSnapshots(reply, targets) : []
       this.attach(sub, targets)
-      this.catchUp(sub, targets.map(t => this.topics.get(t.key) as LocalTopic), asked, start).catch(() => {})
+      this.catchUp(sub, targets.map(t => this.topics.get(t.key) as LocalTopic), asked, start, { since, snapshots }).catch(() => {})
     }
     if (iterable !== null) void stream.pipeFrom(iterable)
   }
 
-  private refuse (reply: FastifyReply, stream: SseStream, targets: Target[]): void {
+  private takeSnapshots (reply: FastifyReply, targets: Target[]): Array<Promise<SnapshotOutcome>> {
+    const out: Array<Promise<SnapshotOutcome>> = []
+    for (const target of targets) {
+      const fn = target.channel.snapshot
+      if (fn === null) continue
+      const channel = target.channel
+      let result: Promise<unknown>
+      try {
+        result = Promise.resolve(fn(reply.request, { ...target.params }))
+      } catch (error) {
+        result = Promise.reject(error)
+      }
+      out.push(result.then(value => ({ ok: true as const, channel, value }), error => ({ ok: false as const, error })))
+    }
+    return out
+  }
+
+  /** A stream that never opened: give back what was counted for it. */
+  private abandon (stream: SseStream): void {
     stream.abandon()
+    this.releaseClient(stream)
+  }
+
+  private releaseClient (stream: SseStream): void {
+    const key = stream.clientKey
+    if (key === null) return
+    stream.clientKey = null
+    const n = (this.perClient.get(key) ?? 1) - 1
+    if (n <= 0) this.perClient.delete(key)
+    else this.perClient.set(key, n)
+  }
+
+  /** A stream ended: drop its subscriptions, tags and client count. */
+  private streamClosed (stream: SseStream, reason: CloseReason): void {
+    const sub = stream.hubState as Subscriber | null
+    if (sub !== null) {
+      for (const topic of [...sub.topics]) this.unlink(sub, topic)
+      sub.holding = null
+    }
+    for (const tag of stream.tags) {
+      const set = this.tagged.get(tag)
+      if (set !== undefined && set.delete(stream) && set.size === 0) this.tagged.delete(tag)
+    }
+    this.releaseClient(stream)
+    if (reason === 'expired') this.expired++
+    else if (reason === 'disconnect') this.disconnected++
+    if (stream.announced) this.emit('disconnect', stream, reason)
+  }
+
+  /**
+   * Ends every stream tagged `tag`, in this process and (on a backend that
+   * spans several) in every other: for logout, a ban, a permission change.
+   * Each gets a jittered `retry:` and a clean end; its reconnect goes
+   * through authentication again. Resolves to the number ended here.
+   */
+  async disconnect (selector: { tag: string }): Promise<number> {
+    if (selector === null || typeof selector !== 'object') throw new FST_ERR_SSEHUB_TAG_INVALID(String(selector))
+    assertTag(selector.tag)
+    const ended = this.disconnectHere(selector.tag)
+    await this.backend.broadcast(JSON.stringify({ disconnect: selector.tag }))
+    return ended
+  }
+
+  private disconnectHere (tag: string): number {
+    const set = this.tagged.get(tag)
+    if (set === undefined) return 0
+    let n = 0
+    for (const stream of [...set]) {
+      if (stream.ended) continue
+      stream.shutdown(this.pump.jitteredRetry(this.pump.retryBase(), this.pump.options.retryJitter), 'disconnect')
+      n++
+    }
+    return n
+  }
+
+  /** @internal BackendHost: a control message from another process. */
+  control (message: string): void {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(message)
+    } catch {
+      return
+    }
+    const tag = (parsed as { disconnect?: unknown } | null)?.disconnect
+    if (typeof tag === 'string' && TAG.test(tag)) this.disconnectHere(tag)
+  }
+
+  private refuse (reply: FastifyReply, stream: SseStream, targets: Target[]): void {
+    this.abandon(stream)
     const names = targets.map(t => t.key).join(', ')
     reply.code(403).send(new FST_ERR_SSEHUB_FORBIDDEN(names))
   }
@@ -440,13 +642,12 @@ export class SseHub implements ChannelHost, BackendHost {
     for (const target of targets) {
       const check = target.channel.authorize
       if (check === null) continue
-      const verdict = check(reply.request, { ...target.params })
-      if (verdict === false) return false
-      if (verdict !== true && verdict !== null && typeof (verdict as Promise<boolean>).then === 'function') {
-        (pending ??= []).push(Promise.resolve(verdict))
-      } else if (verdict !== true) {
-        return false
-      }
+      const verdict: unknown = check(reply.request, { ...target.params })
+      if (verdict === true) continue
+      // Only true admits: a forgotten return or a truthy non-boolean refuses.
+      if (typeof (verdict as Promise<unknown> | null)?.then !== 'function') return false
+      pending ??= []
+      pending.push(verdict as Promise<boolean>)
     }
     if (pending === null) return true
     return Promise.all(pending).then(all => all.every(v => v === true))
@@ -504,7 +705,13 @@ export class SseHub implements ChannelHost, BackendHost {
    *   (with the hub's head as its id) instead of replaying;
    * - neither: from the stream's last seq (mid-stream subscribe, outage).
    */
-  private catchUp (sub: Subscriber, topics: LocalTopic[], asked: string | null, start: Promise<number> | null): Promise<void> {
+  private catchUp (
+    sub: Subscriber,
+    topics: LocalTopic[],
+    asked: string | null,
+    start: Promise<number> | null,
+    intro: { since: number, snapshots: Array<Promise<SnapshotOutcome>> } = { since: 0, snapshots: [] }
+  ): Promise<void> {
     const atOpen = asked !== null
     sub.holding ??= []
     const run = async (): Promise<void> => {
@@ -518,8 +725,9 @@ export class SseHub implements ChannelHost, BackendHost {
       if (start !== null) {
         from = await start
         if (generation !== this.generation || stream.ended) return
+        await this.introduce(sub, topics, from, intro, generation)
+        if (generation !== this.generation || stream.ended) return
         sub.lastSeq = from
-        stream.push(Buffer.from(`id: ${formatId(this.backend.epoch, from)}\n\n`))
       } else if (atOpen) {
         const id = stream.lastEventId === undefined ? null : parseId(stream.lastEventId)
         if (id === null) reason = 'unknown'
@@ -560,6 +768,39 @@ export class SseHub implements ChannelHost, BackendHost {
     return done
   }
 
+  /**
+   * What a fresh subscriber gets before live events: the newest `-since`
+   * events of each topic (up to `head`), then each channel's snapshot with
+   * the head's id, or the head's id alone. Its last id is then `head`.
+   */
+  private async introduce (sub: Subscriber, topics: LocalTopic[], head: number, intro: { since: number, snapshots: Array<Promise<SnapshotOutcome>> }, generation: number): Promise<void> {
+    const stream = sub.stream
+    const headId = formatId(this.backend.epoch, head)
+    if (intro.since < 0) {
+      const lists = await Promise.all(topics.map(t => this.backend.latest(t.key, -intro.since)))
+      const events = lists.flat().filter(ev => ev.seq <= head).sort(bySeq)
+      sub.lastSeq = 0
+      await this.replay(sub, events, generation)
+    }
+    const frames: Buffer[] = []
+    for (const outcome of await Promise.all(intro.snapshots)) {
+      if (!outcome.ok) throw outcome.error
+      const { channel, value } = outcome
+      const snapshot = value as { event?: unknown, data?: unknown } | null
+      if (snapshot === null || typeof snapshot !== 'object' || typeof snapshot.event !== 'string') {
+        throw new FST_ERR_SSEHUB_PAYLOAD_INVALID('snapshot', channel.name, '/', 'snapshot() must return { event, data }')
+      }
+      const { json } = channel.serialize(snapshot.event, snapshot.data)
+      frames.push(Buffer.from(channel.head(snapshot.event) + headId + '\ndata: ' + json + '\n\n'))
+    }
+    if (stream.ended || generation !== this.generation) return
+    // An event with (empty) data, not an id-only block: only Chromium adopts
+    // the id of a block that dispatches nothing; eventsource, Firefox and
+    // Safari need a dispatched event. Nobody listens for this name.
+    if (frames.length === 0) frames.push(Buffer.from(`event: ${HEAD_EVENT}\nid: ${headId}\ndata:\n\n`))
+    for (const frame of frames) stream.push(frame)
+  }
+
   /** Writes `events` above the stream's last seq, paced by the socket. */
   private async replay (sub: Subscriber, events: HubEvent[], generation = this.generation): Promise<void> {
     const stream = sub.stream
@@ -587,12 +828,6 @@ export class SseHub implements ChannelHost, BackendHost {
       sub.holdingBytes = 0
       await this.replay(sub, held.sort(bySeq))
     }
-  }
-
-  /** Drops every subscription of a closed stream. */
-  private detach (sub: Subscriber): void {
-    for (const topic of [...sub.topics]) this.unlink(sub, topic)
-    sub.holding = null
   }
 
   private unlink (sub: Subscriber, topic: LocalTopic): void {
@@ -647,10 +882,6 @@ export class SseHub implements ChannelHost, BackendHost {
     return { channel, key: s.key, params: s.params }
   }
 
-  private retryBase (): number {
-    return this.pump.options.retry === false ? 3_000 : this.pump.options.retry
-  }
-
   /** Live counts for this process; see {@link SseStats}. */
   stats (): SseStats {
     const p = this.pump
@@ -667,6 +898,9 @@ export class SseHub implements ChannelHost, BackendHost {
       deliveries: this.deliveries,
       slowClientCuts: p.slowClientCuts,
       shed: this.shed,
+      shedPerClient: this.shedPerClient,
+      expired: this.expired,
+      disconnected: this.disconnected,
       resumes: this.resumes,
       resets: this.resets,
       historyEvents: b.historyEvents,
@@ -677,11 +911,50 @@ export class SseHub implements ChannelHost, BackendHost {
     }
   }
 
+  /**
+   * The counts of `stats()` in the Prometheus text format (version 0.0.4),
+   * names prefixed `sse_hub_`: mount it as a route
+   * (`app.get('/metrics', (req, reply) => reply.type('text/plain; version=0.0.4').send(app.sse.metrics()))`).
+   */
+  metrics (): string {
+    const s = this.stats()
+    const out: string[] = []
+    const metric = (name: string, type: 'gauge' | 'counter', help: string, samples: Array<[string, number]>): void => {
+      out.push(`# HELP sse_hub_${name} ${help}`, `# TYPE sse_hub_${name} ${type}`)
+      for (const [labels, value] of samples) out.push(`sse_hub_${name}${labels} ${value}`)
+    }
+    const one = (value: number): Array<[string, number]> => [['', value]]
+    metric('open_streams', 'gauge', 'Streams open now.', one(s.openStreams))
+    metric('subscriptions', 'gauge', 'Stream subscriptions to topics now.', one(s.subscriptions))
+    metric('topics', 'gauge', 'Topics with subscribers or listeners in this process.', one(s.topics))
+    metric('history_events', 'gauge', 'Events held in this process\'s history.', one(s.historyEvents))
+    metric('history_bytes', 'gauge', 'Bytes of history held in this process, counted from above.', one(s.historyBytes))
+    metric('backend_connected', 'gauge', 'Whether the backend can publish (1) or not (0).', [[`{kind="${escapeLabel(s.backend.kind)}"}`, s.backend.connected ? 1 : 0]])
+    const channels = Object.entries(s.channels)
+    metric('channel_topics', 'gauge', 'Topics of a channel with subscribers in this process.', channels.map(([name, c]) => [`{channel="${escapeLabel(name)}"}`, c.topics]))
+    metric('channel_subscribers', 'gauge', 'Subscriptions to a channel\'s topics in this process.', channels.map(([name, c]) => [`{channel="${escapeLabel(name)}"}`, c.subscribers]))
+    metric('streams_opened_total', 'counter', 'Streams opened.', one(s.streamsOpened))
+    metric('published_total', 'counter', 'Events published from this process.', one(s.published))
+    metric('deliveries_total', 'counter', 'Events handed to streams (events x subscribers).', one(s.deliveries))
+    metric('slow_client_cuts_total', 'counter', 'Streams cut for holding more than maxBufferedBytes unsent.', one(s.slowClientCuts))
+    metric('shed_total', 'counter', 'Streams turned away over maxConnections.', one(s.shed))
+    metric('shed_per_client_total', 'counter', 'Streams turned away over maxStreamsPerClient.', one(s.shedPerClient))
+    metric('expired_total', 'counter', 'Streams ended at the end of their lifetime.', one(s.expired))
+    metric('disconnected_total', 'counter', 'Streams ended by disconnect({ tag }).', one(s.disconnected))
+    metric('resumes_total', 'counter', 'Streams resumed from history.', one(s.resumes))
+    metric('resets_total', 'counter', 'Streams sent a reset instead of a replay.', one(s.resets))
+    metric('writes_total', 'counter', 'Socket writes.', one(s.writes))
+    metric('heartbeats_total', 'counter', 'Heartbeat comments written.', one(s.heartbeats))
+    return out.join('\n') + '\n'
+  }
+
   /** Ends every open stream (each told to reconnect after a jittered delay) and refuses further publishes. `fastify.close()` calls this. */
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
     this.pump.shutdown()
+    // Module-level definitions may be attached again by a new app (a restart in tests, say).
+    for (const channel of this.channels.values()) if (channel.host === this) channel.host = null
   }
 }
 
@@ -689,6 +962,14 @@ interface Target {
   channel: ChannelImpl
   key: string
   params: Readonly<Record<string, string>>
+}
+
+function escapeLabel (value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
+}
+
+function assertTag (tag: unknown): void {
+  if (typeof tag !== 'string' || !TAG.test(tag)) throw new FST_ERR_SSEHUB_TAG_INVALID(JSON.stringify(tag) ?? String(tag))
 }
 
 function bySeq (a: HubEvent, b: HubEvent): number {

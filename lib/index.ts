@@ -69,12 +69,14 @@ export default ssePlugin
 export { ssePlugin as fastifySseHub }
 
 export { SseStream, type SseSource, type CloseReason } from './stream.js'
-export { SseHub, type SseStats, type SseReplyOptions, type ResetReason } from './hub.js'
+export { SseHub, HEAD_EVENT, type SseStats, type SseReplyOptions, type SseHubEvents, type ResetReason } from './hub.js'
 export type { SseHubOptions } from './options.js'
 export {
   defineChannel,
   type Channel,
+  type ChannelBase,
   type ChannelOptions,
+  type Snapshot,
   type Topic,
   type Subscribable,
   type EventMap,

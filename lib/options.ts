@@ -3,6 +3,7 @@
  * `register()`. A bad option throws there with a coded error, never per request.
  */
 import { FST_ERR_SSEHUB_OPTION_INVALID } from './errors.js'
+import type { FastifyRequest } from 'fastify'
 import type { Backend } from './backend.js'
 import { memoryBackend } from './backends/memory.js'
 
@@ -89,6 +90,27 @@ export interface SseHubOptions {
    * @default memoryBackend() (this process only)
    */
   backend?: Backend
+  /**
+   * The longest a stream may live, in ms; 0 for no limit. When it is up the
+   * stream ends cleanly with a jittered `retry:`, so the client reconnects,
+   * goes through authentication again (an expired token is refused there)
+   * and resumes without loss. `reply.sse({ maxLifetime })` can shorten it
+   * per stream, for example to an access token's expiry.
+   * @default 0
+   */
+  maxLifetime?: number
+  /**
+   * Open streams per client key (see `clientKey`); past it, a new stream is
+   * shed like over `maxConnections`: 200, a jittered `retry:`, an end.
+   * Counted as `shedPerClient` in stats.
+   * @default Infinity
+   */
+  maxStreamsPerClient?: number
+  /**
+   * What counts as one client for `maxStreamsPerClient`.
+   * @default (request) => request.ip
+   */
+  clientKey?: (request: FastifyRequest) => string
 }
 
 /** The options after defaults and checks: every field present. */
@@ -105,6 +127,9 @@ export interface NormalizedOptions {
   readonly maxIdleTopics: number
   readonly maxConnections: number
   readonly backend: Backend | null
+  readonly maxLifetime: number
+  readonly maxStreamsPerClient: number
+  readonly clientKey: (request: FastifyRequest) => string
 }
 
 /** The defaults, frozen; documented on {@link SseHubOptions}. */
@@ -120,7 +145,10 @@ export const defaults: NormalizedOptions = Object.freeze({
   maxHistoryBytes: 64 * 1024 * 1024,
   maxIdleTopics: 10_000,
   maxConnections: Infinity,
-  backend: null
+  backend: null,
+  maxLifetime: 0,
+  maxStreamsPerClient: Infinity,
+  clientKey: (request: FastifyRequest): string => request.ip
 })
 
 const MAX_MS = 2 ** 31 - 1
@@ -162,8 +190,12 @@ export function normalizeOptions (options: SseHubOptions = {}): NormalizedOption
     maxHistoryBytes: int('maxHistoryBytes', o.maxHistoryBytes, 0, Number.MAX_SAFE_INTEGER),
     maxIdleTopics: int('maxIdleTopics', o.maxIdleTopics, 0, Number.MAX_SAFE_INTEGER),
     maxConnections: o.maxConnections === Infinity ? Infinity : int('maxConnections', o.maxConnections, 0, Number.MAX_SAFE_INTEGER),
-    backend: o.backend ?? memoryBackend()
+    backend: o.backend ?? memoryBackend(),
+    maxLifetime: int('maxLifetime', o.maxLifetime, 0, MAX_MS),
+    maxStreamsPerClient: o.maxStreamsPerClient === Infinity ? Infinity : int('maxStreamsPerClient', o.maxStreamsPerClient, 1, Number.MAX_SAFE_INTEGER),
+    clientKey: o.clientKey
   }
+  if (typeof result.clientKey !== 'function') throw new FST_ERR_SSEHUB_OPTION_INVALID('clientKey', 'must be a function (request) => string')
   const b = result.backend as Partial<Backend> | null
   if (b === null || typeof b !== 'object' || typeof b.start !== 'function' || typeof b.publish !== 'function' || typeof b.after !== 'function') {
     throw new FST_ERR_SSEHUB_OPTION_INVALID('backend', 'must be a backend such as memoryBackend() or redisBackend({ url })')

@@ -80,7 +80,8 @@ export async function createPublisher (options: PublisherOptions = {}): Promise<
     log: log as FastifyBaseLogger,
     deliver: () => {},
     interrupted: () => {},
-    epochChanged: () => {}
+    epochChanged: () => {},
+    control: () => {}
   }
   await backend.start(host, {
     history: options.history ?? defaults.history,

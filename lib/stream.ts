@@ -12,7 +12,7 @@ import type { NormalizedOptions } from './options.js'
 import type { Subscribable } from './channel.js'
 
 /** What ended a stream, as logged and counted. */
-export type CloseReason = 'client' | 'server' | 'end' | 'error' | 'slow' | 'shutdown'
+export type CloseReason = 'client' | 'server' | 'end' | 'error' | 'slow' | 'shutdown' | 'expired' | 'disconnect'
 
 /** What a stream asks of the hub (kept as an interface: the hub imports this file, not the reverse). */
 export interface HubLink {
@@ -29,6 +29,8 @@ type Response = ServerResponse | Http2ServerResponse
 const PACE_BYTES = 64 * 1024
 /** The heartbeat timer ticks this many times per `heartbeat` interval. */
 const TICKS_PER_BEAT = 4
+/** How often the shared lifetime sweep looks for streams past their deadline. */
+const LIFETIME_SWEEP_MS = 250
 /** Printable ASCII, at most 128 bytes: what a resumable id may be. */
 const VALID_LAST_EVENT_ID = /^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$/
 
@@ -59,10 +61,13 @@ export class Pump {
   /** Runs first in every flush: the hub fans this turn's topic batches out into streams. */
   beforeFlush: (() => void) | null = null
   /** Called when a stream ends, so the hub can drop its subscriptions. */
-  onStreamClosed: ((stream: SseStream) => void) | null = null
+  onStreamClosed: ((stream: SseStream, reason: CloseReason) => void) | null = null
   /** The hub, for `stream.subscribe()` / `stream.unsubscribe()`. */
   link: HubLink | null = null
 
+  /** Streams with a lifetime: swept by one shared timer, not one timer each. */
+  private readonly expiring = new Set<SseStream>()
+  private lifetimeTimer: NodeJS.Timeout | null = null
   private dirty: SseStream[] = []
   private flushScheduled = false
   private flushing = false
@@ -121,6 +126,32 @@ export class Pump {
       clearInterval(this.beatTimer)
       this.beatTimer = null
     }
+    if (this.expiring.delete(stream) && this.expiring.size === 0 && this.lifetimeTimer !== null) {
+      clearInterval(this.lifetimeTimer)
+      this.lifetimeTimer = null
+    }
+  }
+
+  /** Ends `stream` (with a jittered `retry:`) once `ms` have passed. */
+  expireAfter (stream: SseStream, ms: number): void {
+    stream.deadline = Date.now() + ms
+    this.expiring.add(stream)
+    if (this.lifetimeTimer === null) {
+      this.lifetimeTimer = setInterval(this.sweep, LIFETIME_SWEEP_MS)
+      this.lifetimeTimer.unref()
+    }
+  }
+
+  private readonly sweep = (): void => {
+    const now = Date.now()
+    for (const stream of this.expiring) {
+      if (stream.deadline <= now) stream.expire(this.jitteredRetry(this.retryBase(), this.options.retryJitter))
+    }
+  }
+
+  /** The `retry` option, or the common browser default when it is off. */
+  retryBase (): number {
+    return this.options.retry === false ? 3_000 : this.options.retry
   }
 
   /**
@@ -143,7 +174,7 @@ export class Pump {
   /** Ends every open stream, each first told to come back after a jittered delay. */
   shutdown (): void {
     this.closing = true
-    const base = this.options.retry === false ? 3_000 : this.options.retry
+    const base = this.retryBase()
     for (const stream of [...this.streams]) {
       stream.shutdown(this.jitteredRetry(base, this.options.shutdownJitter))
     }
@@ -179,6 +210,14 @@ export class SseStream implements PromiseLike<void> {
   lastWriteTick: number
   /** @internal The hub's per-stream state (its subscriptions), owned by the hub. */
   hubState: unknown = null
+  /** @internal When the stream's lifetime ends (ms since epoch), if it has one. */
+  deadline = Infinity
+  /** The tags given at `reply.sse({ tags })`, for `fastify.sse.disconnect({ tag })`. */
+  tags: readonly string[] = []
+  /** @internal The key this stream counts under for `maxStreamsPerClient`. */
+  clientKey: string | null = null
+  /** @internal The hub emitted 'connect' for it, so it owes a 'disconnect'. */
+  announced = false
 
   private readonly pump: Pump
   private readonly res: Response
@@ -508,10 +547,15 @@ export class SseStream implements PromiseLike<void> {
    * end. Node's server.close() then drops the connection even if the client
    * has stopped reading, so no stream holds fastify.close() up.
    */
-  shutdown (retry: number): void {
+  shutdown (retry: number, reason: CloseReason = 'shutdown'): void {
     if (this.isClosed) return
     this.push(Buffer.from(`retry: ${retry}\n\n`))
-    this.end('shutdown')
+    this.end(reason)
+  }
+
+  /** @internal Its lifetime is over: a jittered `retry:` and a clean end; the client comes back through authentication. */
+  expire (retry: number): void {
+    this.shutdown(retry, 'expired')
   }
 
   /** @internal The response closed under us: the client went away (or a write failed). */
@@ -539,7 +583,7 @@ export class SseStream implements PromiseLike<void> {
     this.isClosed = true
     this.queue.length = 0
     this.pump.remove(this)
-    if (this.hubState !== null) this.pump.onStreamClosed?.(this)
+    this.pump.onStreamClosed?.(this, reason)
     const res = this.res as Response & { [kStream]?: SseStream }
     res[kStream] = undefined
     res.removeListener('close', onResponseClose)

@@ -80,9 +80,9 @@ class Publisher {
   }
 }
 
-/** The id of the id-only head frame of a fresh connection, from the raw text. */
+/** The id of a fresh connection's head event. */
 function headOf (c: SseClient): string | undefined {
-  return /(?:^|\n)id: ([^\n]+)\n\n/.exec(c.text)?.[1]
+  return c.heads[0]?.id
 }
 
 interface Conn { events: ReturnType<typeof received>, text: string, lastSeq: number }

@@ -2,7 +2,7 @@
 // R-05): a client that comes back gets exactly the events it missed on every
 // topic it follows, once each, in strictly increasing id order, none of the
 // topics it does not follow, and then live events. A fresh subscriber gets
-// the id-only head frame and only what was published after it subscribed.
+// the head event and only what was published after it subscribed.
 import t from 'tap'
 import { makeApp, SseClient } from './helpers/index.js'
 import { Ev, hubApp, received, seqOf } from './helpers/hub-app.js'
@@ -89,22 +89,23 @@ t.test('resuming from the newest id replays nothing, then live', async t => {
   c.close()
 })
 
-t.test('a fresh subscriber gets the id-only head frame, then only events published after it subscribed', async t => {
+t.test('a fresh subscriber gets the head event, then only events published after it subscribed', async t => {
   const { url, publish, app } = await hubApp(t)
   const old = []
   for (let i = 0; i < 3; i++) old.push(await publish('ticker', i))
   const head = (await publish('a', 3)).id // head is on a topic the client does not follow
   const c = await SseClient.open(url + '/follow?t=ticker')
-  await c.until('the head frame', () => c.text.includes(`id: ${head}\n\n`))
-  t.equal(c.events.length, 0, 'the head frame dispatches no event (the parser only adopts its id)')
-  t.notOk(c.text.includes('event:'), 'no history was sent')
-  t.match(c.text, new RegExp(`^retry: \\d+\\n\\nid: ${head}\\n\\n$`), 'retry, then exactly the id-only frame')
+  await c.until('the head event', () => c.heads.length === 1)
+  t.equal(c.heads[0].id, head, 'the head event carries the head id')
+  t.equal(c.lastEventId, head, 'and the client adopts it as its last id')
+  t.equal(c.events.length, 0, 'no other event')
+  t.match(c.text, new RegExp(`^retry: \\d+\\n\\nevent: sse-hub:head\\nid: ${head}\\ndata:\\n\\n$`), 'retry, then exactly the head event: no history')
   const live = [await publish('ticker', 10), await publish('a', 11), await publish('ticker', 12)]
   await c.waitEvents(2)
   await c.until('the last live event', () => c.events.some(e => e.id === live[2].id))
   t.same(c.events.map(e => e.id), [live[0].id, live[2].id], 'only events of ticker published after it subscribed')
   t.not(c.events[0].id, undefined, 'the first dispatched event carries its own id')
-  t.ok(c.text.indexOf(`id: ${head}\n`) < c.text.indexOf('event:'), 'the head id came before any event')
+  t.ok(c.text.indexOf(`id: ${head}\n`) < c.text.indexOf('event: e'), 'the head id came before any event')
   t.equal(app.sse.stats().resumes, 0, 'not a resume')
 
   // The head frame is a real resume point: drop and come back with it.
@@ -130,8 +131,8 @@ t.test('a fresh subscriber gets an event published right after reply.sse() retur
     })
   })
   const c = await SseClient.open(url + '/join')
-  await c.until('the head frame', () => /\nid: \S+\n\n/.test(c.text))
-  const head = (/\nid: (\S+)\n\n/.exec(c.text) as RegExpExecArray)[1]
+  await c.until('the head event', () => c.heads.length === 1)
+  const head = c.heads[0].id as string
   t.equal(handlerIds.length, 1)
   t.ok(seqOf(head) < seqOf(handlerIds[0]), `the head id (${head}) is before the event published after subscribing (${handlerIds[0]})`)
   await c.until('the event published after subscribing', () => c.events.some(e => e.id === handlerIds[0]), 2_000)

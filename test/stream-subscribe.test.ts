@@ -28,7 +28,7 @@ function label (ps: Array<{ id: string, topic: string, n: number }>): string[] {
 t.test('a topic added mid-stream replays what it got since the stream\'s last id, in order, then live', async t => {
   const { url, publish, streams, room } = await hubApp(t, {}, roomAuthorize)
   const c = await SseClient.open(url + '/follow?t=ticker')
-  await c.until('the head frame', () => /\nid: \S+\n\n/.test(c.text))
+  await c.until('the head event', () => c.heads.length === 1)
   const stream = streams[0]
 
   const t1 = await publish('ticker', 1)
@@ -52,7 +52,7 @@ t.test('a topic added mid-stream replays what it got since the stream\'s last id
 
   // A stream that has delivered nothing yet catches up from its head frame.
   const d = await SseClient.open(url + '/follow?t=ticker')
-  await d.until('the head frame', () => /\nid: \S+\n\n/.test(d.text))
+  await d.until('the head event', () => d.heads.length === 1)
   const b1 = await publish('b', 1)
   const b2 = await publish('b', 2)
   await streams[1].subscribe(room.topic({ roomId: 'b' }))
@@ -66,7 +66,7 @@ t.test('a topic added mid-stream replays what it got since the stream\'s last id
 t.test('unsubscribe stops delivery from that topic only', async t => {
   const { url, publish, streams, room, app } = await hubApp(t)
   const c = await SseClient.open(url + '/follow?t=ticker,a')
-  await c.until('the head frame', () => /\nid: \S+\n\n/.test(c.text))
+  await c.until('the head event', () => c.heads.length === 1)
   const stream = streams[0]
   const a1 = await publish('a', 1)
   const m1 = await marker(c, publish, 'ticker')
@@ -95,7 +95,7 @@ t.test('unsubscribe stops delivery from that topic only', async t => {
 t.test('subscribing twice to a topic (in turn, concurrently, or one followed at open) does not duplicate', async t => {
   const { url, publish, streams, room, ticker, app } = await hubApp(t)
   const c = await SseClient.open(url + '/follow?t=ticker')
-  await c.until('the head frame', () => /\nid: \S+\n\n/.test(c.text))
+  await c.until('the head event', () => c.heads.length === 1)
   const stream = streams[0]
   const a0 = await publish('a', 0) // after the last id: replayed once, however many subscribe calls
   await stream.subscribe(room.topic({ roomId: 'a' }))
@@ -113,7 +113,7 @@ t.test('subscribing twice to a topic (in turn, concurrently, or one followed at 
 t.test('a refused subscribe rejects FST_ERR_SSEHUB_FORBIDDEN; the stream stays open and keeps its topics', async t => {
   const { url, publish, streams, room, app } = await hubApp(t, {}, roomAuthorize)
   const c = await SseClient.open(url + '/follow?t=ticker,a')
-  await c.until('the head frame', () => /\nid: \S+\n\n/.test(c.text))
+  await c.until('the head event', () => c.heads.length === 1)
   const stream = streams[0]
   const statsBefore = app.sse.stats()
 
@@ -141,9 +141,9 @@ t.test('stats() follow subscribe and unsubscribe, and return to 0 when the clien
   const zero = { openStreams: 0, subscriptions: 0, topics: 0 }
   t.match(app.sse.stats(), zero)
   const c = await SseClient.open(url + '/follow?t=ticker')
-  await c.until('the head frame', () => /\nid: \S+\n\n/.test(c.text))
+  await c.until('the head event', () => c.heads.length === 1)
   const d = await SseClient.open(url + '/follow?t=ticker,a')
-  await d.until('the head frame', () => /\nid: \S+\n\n/.test(d.text))
+  await d.until('the head event', () => d.heads.length === 1)
   const [s1, s2] = streams
   t.match(app.sse.stats(), { openStreams: 2, subscriptions: 3, topics: 2 })
   t.same(app.sse.stats().channels, { ticker: { topics: 1, subscribers: 2 }, 'rooms/:roomId': { topics: 1, subscribers: 1 } })

@@ -39,6 +39,12 @@ export class MemoryBackend implements Backend {
     return (this.store as History).after(topic, seq, Date.now())
   }
 
+  async latest (topic: string, count: number): Promise<HubEvent[]> {
+    return (this.store as History).latest(topic, count, Date.now())
+  }
+
+  async broadcast (): Promise<void> {}
+
   async head (): Promise<number> {
     return this.seq
   }

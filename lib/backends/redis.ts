@@ -64,12 +64,22 @@ if fresh and ttl > 0 then
   if #s > 0 then bound = tonumber(s[1]) else bound = tonumber(redis.call('GET', KEYS[2]) or '0') end
 end
 local seq = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], seq .. '-0', 'e', ARGV[3], 'd', ARGV[4], 'c', ARGV[5], 't', now)
-if fresh and bound > 0 then
-  -- A key created anew may have expired in an earlier life: whatever it held
-  -- is at or below the clock's bound, so resumes from below it get reset.
-  if bound >= seq then bound = seq - 1 end
-  redis.call('XSETID', KEYS[3], seq .. '-0', 'MAXDELETEDID', bound .. '-0')
+-- XADD's own MAXLEN trimming does not move max-deleted-entry-id (Redis 7.0),
+-- so find what this append pushes out and record it: resumes from below it
+-- must get reset, never a partial replay.
+local maxlen = tonumber(ARGV[6])
+local maxdel = 0
+if fresh then maxdel = bound end
+local len = redis.call('XLEN', KEYS[3])
+if len > 0 and len >= maxlen then
+  local cut = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', len - maxlen + 1)
+  maxdel = tonumber(string.match(cut[#cut][1], '^(%d+)'))
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', maxlen, seq .. '-0', 'e', ARGV[3], 'd', ARGV[4], 'c', ARGV[5], 't', now)
+if maxlen == 0 then maxdel = seq end
+if maxdel > 0 then
+  if maxdel > seq then maxdel = seq end
+  redis.call('XSETID', KEYS[3], seq .. '-0', 'MAXDELETEDID', maxdel .. '-0')
 end
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[3], ttl)
@@ -140,6 +150,9 @@ export class RedisBackend implements Backend {
   private readonly topics = new Map<string, Promise<void>>()
   /** The highest seq handed to the hub in this epoch: Redis sends in order, so anything at or below is a repeat. */
   private lastDelivered = 0
+  /** This process's id on the control channel, so it drops its own broadcasts. */
+  private readonly instance = newEpoch()
+  private readonly controlChannel: string
   private down = false
   private closing = false
 
@@ -150,6 +163,7 @@ export class RedisBackend implements Backend {
     this.ownsCmd = options.redis === undefined
     const tag = `{${prefix}}`
     this.keys = { epoch: `${tag}:epoch`, seq: `${tag}:seq`, clock: `${tag}:clock`, clockLast: `${tag}:clock-last` }
+    this.controlChannel = `${prefix}:ctl`
   }
 
   private topicKey (topic: string): string {
@@ -191,12 +205,22 @@ export class RedisBackend implements Backend {
       })
       client.on('close', () => this.lost())
     }
-    sub.on('message', (_channel: string, message: string) => this.onMessage(message))
+    sub.on('message', (channel: string, message: string) => {
+      if (channel === this.controlChannel) this.onControl(message)
+      else this.onMessage(message)
+    })
     sub.on('ready', () => { if (this.down) void this.recover() })
     cmd.on('ready', () => { if (this.down) void this.recover() })
 
     await Promise.all([ready(cmd), ready(sub)])
     this.epoch = await this.ensureEpoch()
+    await sub.subscribe(this.controlChannel)
+  }
+
+  private onControl (message: string): void {
+    const at = message.indexOf('\n')
+    if (at < 0 || message.slice(0, at) === this.instance) return
+    this.host?.control(message.slice(at + 1))
   }
 
   /** The epoch in Redis, creating one if there is none. */
@@ -221,8 +245,7 @@ export class RedisBackend implements Backend {
     try {
       const epoch = await this.ensureEpoch()
       if (epoch !== this.epoch) this.switchEpoch(epoch)
-      const channels = [...this.topics.keys()].map(t => this.pubsubChannel(t))
-      if (channels.length > 0) await sub.subscribe(...channels)
+      await sub.subscribe(this.controlChannel, ...[...this.topics.keys()].map(t => this.pubsubChannel(t)))
     } catch (err) {
       // Lost again while recovering: the next 'ready' starts over.
       this.down = true
@@ -265,7 +288,9 @@ export class RedisBackend implements Backend {
 
   async publish (topic: string, event: string, data: string, payload: unknown, channel: string): Promise<HubEvent> {
     const cmd = this.cmd as Redis & Scripts
-    if (this.down || cmd.status !== 'ready') throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('redis is not connected')
+    // Only the command connection matters here: events published while the
+    // subscriber connection is away are in history, and streams catch up.
+    if (cmd.status !== 'ready') throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('redis is not connected')
     const limits = this.limits as HistoryLimits
     for (let attempt = 0; attempt < 3; attempt++) {
       let result: [number, string]
@@ -308,19 +333,50 @@ export class RedisBackend implements Backend {
       this.epoch, seq, (this.limits as HistoryLimits).historyTtl)
     if (status !== 'ok') return { events: [], trimmed: true }
     const events: HubEvent[] = []
-    for (const [id, fields] of entries ?? []) {
-      const s = Number(id.slice(0, id.indexOf('-')))
-      let event = ''
-      let data = ''
-      let channel = ''
-      for (let i = 0; i < fields.length; i += 2) {
-        if (fields[i] === 'e') event = fields[i + 1]
-        else if (fields[i] === 'd') data = fields[i + 1]
-        else if (fields[i] === 'c') channel = fields[i + 1]
-      }
-      events.push({ id: formatId(this.epoch, s), seq: s, topic, channel, event, data })
-    }
+    for (const [id, fields] of entries ?? []) events.push(this.entryToEvent(topic, id, fields, this.epoch, -Infinity) as HubEvent)
     return { events, trimmed: false }
+  }
+
+  /** A stream entry as an event; null if it is older than `oldest` (ms). */
+  private entryToEvent (topic: string, id: string, fields: string[], epoch: string, oldest: number): HubEvent | null {
+    const seq = Number(id.slice(0, id.indexOf('-')))
+    let event = ''
+    let data = ''
+    let channel = ''
+    let at = 0
+    for (let i = 0; i < fields.length; i += 2) {
+      if (fields[i] === 'e') event = fields[i + 1]
+      else if (fields[i] === 'd') data = fields[i + 1]
+      else if (fields[i] === 'c') channel = fields[i + 1]
+      else if (fields[i] === 't') at = Number(fields[i + 1])
+    }
+    if (at <= oldest) return null
+    return { id: formatId(epoch, seq), seq, topic, channel, event, data }
+  }
+
+  async latest (topic: string, count: number): Promise<HubEvent[]> {
+    if (count <= 0) return []
+    const cmd = this.cmd as Redis
+    const epoch = this.epoch
+    const [stored, entries] = await Promise.all([
+      cmd.get(this.keys.epoch),
+      cmd.xrevrange(this.topicKey(topic), '+', '-', 'COUNT', count)
+    ])
+    if (stored !== epoch) return []
+    const ttl = (this.limits as HistoryLimits).historyTtl
+    const oldest = ttl > 0 ? Date.now() - ttl : -Infinity
+    const events: HubEvent[] = []
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const ev = this.entryToEvent(topic, entries[i][0], entries[i][1], epoch, oldest)
+      if (ev !== null) events.push(ev)
+    }
+    return events
+  }
+
+  async broadcast (message: string): Promise<void> {
+    const cmd = this.cmd as Redis
+    if (cmd.status !== 'ready') throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('redis is not connected')
+    await cmd.publish(this.controlChannel, this.instance + '\n' + message)
   }
 
   async head (): Promise<number> {
@@ -333,7 +389,7 @@ export class RedisBackend implements Backend {
   }
 
   stats (): BackendStats {
-    const connected = !this.down && this.cmd?.status === 'ready' && this.sub?.status === 'ready'
+    const connected = this.cmd?.status === 'ready' && this.sub?.status === 'ready'
     return { kind: 'redis', connected, historyEvents: 0, historyBytes: 0, topics: this.topics.size }
   }
 

@@ -123,6 +123,10 @@ export class SseClient {
   status = 0
   headers: Record<string, string | string[] | undefined> = {}
   readonly events: EventSourceMessage[] = []
+  /** `sse-hub:head` events (a fresh subscriber's starting id), kept apart: apps never listen for them. */
+  readonly heads: EventSourceMessage[] = []
+  /** The client's last event id, as a browser would hold it. */
+  lastEventId: string | undefined
   readonly comments: string[] = []
   readonly retries: number[] = []
   /** Every byte received, decoded as UTF-8. */
@@ -141,7 +145,11 @@ export class SseClient {
     const client = new SseClient()
     const decoder = new TextDecoder()
     const parser = createParser({
-      onEvent: (e) => { client.events.push(e) },
+      onEvent: (e) => {
+        if (e.id !== undefined) client.lastEventId = e.id
+        if (e.event === 'sse-hub:head') client.heads.push(e)
+        else client.events.push(e)
+      },
       onComment: (c) => { client.comments.push(c) },
       onRetry: (r) => { client.retries.push(r) }
     })
