@@ -63,7 +63,9 @@ export interface BackendHost {
  *   it resolves to the stored event, or rejects with nothing stored.
  * - `subscribe(topic)` makes this process receive the topic's events through
  *   `host.deliver`; it is called once per topic however many local
- *   subscribers, and `unsubscribe(topic)` once when the last leaves.
+ *   subscribers, and `unsubscribe(topic)` once when the last leaves. A
+ *   backend may deliver more than was subscribed (the memory backend
+ *   delivers everything); the hub drops what nobody here follows.
  * - `after(topic, seq)` returns the events of `topic` with a higher seq, in
  *   order, or says that some were trimmed.
  * - `head()` is the highest seq assigned so far.
@@ -76,10 +78,18 @@ export interface Backend {
   start: (host: BackendHost, limits: HistoryLimits) => Promise<void>
   /** Publishes one serialised event; see the interface note. */
   publish: (topic: string, event: string, data: string, payload: unknown, channel: string) => Promise<HubEvent>
-  /** Starts delivering `topic`'s events to this process; resolves once it is in effect. */
-  subscribe: (topic: string) => Promise<void>
-  /** Stops delivering `topic`'s events to this process. */
-  unsubscribe: (topic: string) => void
+  /** Starts delivering `topic` (of channel `channel`) to this process; resolves once it is in effect. */
+  subscribe: (topic: string, channel: string) => Promise<void>
+  /** Stops delivering `topic` (of channel `channel`) to this process. */
+  unsubscribe: (topic: string, channel: string) => void
+  /**
+   * Starts delivering every topic of channel `channel` (for channel-wide
+   * listeners); with `subscribe` on some of them too, each event still
+   * arrives once. Resolves once it is in effect.
+   */
+  subscribeChannel: (channel: string) => Promise<void>
+  /** Stops `subscribeChannel`. */
+  unsubscribeChannel: (channel: string) => void
   /** The events after `seq` on `topic`, or `trimmed`. */
   after: (topic: string, seq: number) => Promise<HistoryAfter>
   /** The newest `count` events of `topic` still in history, oldest first. */

@@ -252,7 +252,12 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
     let set: Set<Listener>
     if (key === null) {
       let byEvent = this.channelListeners.get(channel.name)
-      if (byEvent === undefined) this.channelListeners.set(channel.name, byEvent = new Map())
+      if (byEvent === undefined) {
+        this.channelListeners.set(channel.name, byEvent = new Map())
+        this.backend.subscribeChannel(channel.name).catch(err => {
+          this.log.error({ err, channel: channel.name }, 'fastify-sse-hub: backend channel subscribe failed')
+        })
+      }
       let s = byEvent.get(event)
       if (s === undefined) byEvent.set(event, s = new Set())
       set = s
@@ -266,7 +271,13 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
     set.add(handler)
     return () => {
       set.delete(handler)
-      if (key !== null) {
+      if (key === null) {
+        const byEvent = this.channelListeners.get(channel.name)
+        if (byEvent !== undefined && [...byEvent.values()].every(s => s.size === 0)) {
+          this.channelListeners.delete(channel.name)
+          this.backend.unsubscribeChannel(channel.name)
+        }
+      } else {
         const topic = this.topics.get(key)
         if (topic?.listeners != null && [...topic.listeners.values()].every(s => s.size === 0)) {
           topic.listeners = null
@@ -501,8 +512,8 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
   /** Over a limit: 200, a jittered retry, an end. A non-200 would make a native EventSource give up for good. */
   private turnAway (reply: FastifyReply, stream: SseStream): SseStream {
     reply.hijack()
-    stream.open(reply)
-    stream.shutdown(this.pump.jitteredRetry(this.pump.retryBase(), this.pump.options.shutdownJitter))
+    stream.open(reply, false)
+    stream.shutdown(this.pump.jitteredRetry(this.pump.retryBase(), this.pump.options.shutdownJitter), 'shed')
     return stream
   }
 
@@ -844,7 +855,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       topic = new LocalTopic(key, channel)
       this.topics.set(key, topic)
       this.countsOf(channel).topics++
-      topic.ready = this.backend.subscribe(key).catch(err => {
+      topic.ready = this.backend.subscribe(key, channel.name).catch(err => {
         this.log.error({ err, topic: key }, 'fastify-sse-hub: backend subscribe failed')
       })
     }
@@ -859,7 +870,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       topic.batch = []
       // Left in dirtyTopics; flushTopics sees no subscribers and skips it.
     }
-    this.backend.unsubscribe(topic.key)
+    this.backend.unsubscribe(topic.key, topic.channel.name)
   }
 
   private countsOf (channel: ChannelImpl): { topics: number, subscribers: number } {

@@ -12,7 +12,7 @@ import type { NormalizedOptions } from './options.js'
 import type { Subscribable } from './channel.js'
 
 /** What ended a stream, as logged and counted. */
-export type CloseReason = 'client' | 'server' | 'end' | 'error' | 'slow' | 'shutdown' | 'expired' | 'disconnect'
+export type CloseReason = 'client' | 'server' | 'end' | 'error' | 'slow' | 'shutdown' | 'expired' | 'disconnect' | 'shed'
 
 /** What a stream asks of the hub (kept as an interface: the hub imports this file, not the reverse). */
 export interface HubLink {
@@ -255,8 +255,12 @@ export class SseStream implements PromiseLike<void> {
     }
   }
 
-  /** @internal Writes the headers and queues the opening frame. */
-  open (reply: FastifyReply): void {
+  /**
+   * @internal Writes the headers and queues the opening frame. A stream that
+   * is only being turned away (`counted` false) is not counted as opened and
+   * gets no heartbeat.
+   */
+  open (reply: FastifyReply, counted = true): void {
     const res = this.res
     const headers = reply.getHeaders()
     delete headers['content-length']
@@ -289,7 +293,7 @@ export class SseStream implements PromiseLike<void> {
     }
     (res as Response & { [kStream]?: SseStream })[kStream] = this
     res.on('close', onResponseClose)
-    this.pump.add(this)
+    if (counted) this.pump.add(this)
     this.opened = true
 
     // The opening frame goes first, before anything sent while the open was pending.

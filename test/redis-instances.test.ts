@@ -51,7 +51,7 @@ t.test('two processes: 1,000 topics with subscribers spread over both, each even
 
   const admin = redis.client()
   t.teardown(() => admin.quit())
-  const [, subsR0] = await admin.pubsub('NUMSUB', 'multi:m:rooms/r0') as [string, number]
+  const [, subsR0] = await admin.pubsub('NUMSUB', 'multi:m:rooms/:roomId|rooms/r0') as [string, number]
   t.equal(Number(subsR0), 2, 'r0: one Redis subscription per process, not per subscriber')
 
   // Publish to every topic, alternating the instance that publishes.
@@ -84,7 +84,7 @@ t.test('one subscription per topic per process, dropped with the last subscriber
     const news = app.sse.channel('news', { events: { item: Type.Object({ n: Type.Number() }) } })
     app.get('/s', (req, reply) => reply.sse({ subscribe: [news] }))
   }, { plugin: { backend: redisBackend({ url: redis.url, prefix: 'one' }) } })
-  const numsub = async (): Promise<number> => Number((await admin.pubsub('NUMSUB', 'one:m:news') as [string, number])[1])
+  const numsub = async (): Promise<number> => Number((await admin.pubsub('NUMSUB', 'one:m:news|news') as [string, number])[1])
   const clients = await Promise.all(Array.from({ length: 20 }, () => SseClient.open(url + '/s')))
   await Promise.all(clients.map(c => c.until('head', () => c.text.includes('id: '))))
   t.equal(await numsub(), 1, '20 local subscribers, one Redis subscription')

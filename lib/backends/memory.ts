@@ -35,6 +35,11 @@ export class MemoryBackend implements Backend {
     if (!this.closed) (this.store as History).setSubscribed(topic, false)
   }
 
+  /** Every event is delivered in this process anyway. */
+  async subscribeChannel (): Promise<void> {}
+
+  unsubscribeChannel (): void {}
+
   async after (topic: string, seq: number): Promise<HistoryAfter> {
     return (this.store as History).after(topic, seq, Date.now())
   }

@@ -146,8 +146,10 @@ export class RedisBackend implements Backend {
   private readonly ownsCmd: boolean
   private readonly prefix: string
   private readonly keys: { epoch: string, seq: string, clock: string, clockLast: string }
-  /** Topic -> the promise of its SUBSCRIBE taking effect. */
+  /** Pub/sub channel of a topic -> the promise of its SUBSCRIBE taking effect. */
   private readonly topics = new Map<string, Promise<void>>()
+  /** Pattern of a channel's topics -> the promise of its PSUBSCRIBE taking effect. */
+  private readonly patterns = new Map<string, Promise<void>>()
   /** The highest seq handed to the hub in this epoch: Redis sends in order, so anything at or below is a repeat. */
   private lastDelivered = 0
   /** This process's id on the control channel, so it drops its own broadcasts. */
@@ -170,8 +172,9 @@ export class RedisBackend implements Backend {
     return `{${this.prefix}}:t:${topic}`
   }
 
-  private pubsubChannel (topic: string): string {
-    return `${this.prefix}:m:${topic}`
+  /** `P:m:<channel>|<topic>`: one channel-wide PSUBSCRIBE (`P:m:<channel>|*`) matches all topics of a channel. */
+  private pubsubChannel (topic: string, channel: string): string {
+    return `${this.prefix}:m:${channel}|${topic}`
   }
 
   async start (host: BackendHost, limits: HistoryLimits): Promise<void> {
@@ -209,6 +212,9 @@ export class RedisBackend implements Backend {
       if (channel === this.controlChannel) this.onControl(message)
       else this.onMessage(message)
     })
+    // A topic followed both exactly and by a channel-wide pattern arrives
+    // twice; onMessage drops the second by seq.
+    sub.on('pmessage', (_pattern: string, _channel: string, message: string) => this.onMessage(message))
     sub.on('ready', () => { if (this.down) void this.recover() })
     cmd.on('ready', () => { if (this.down) void this.recover() })
 
@@ -245,7 +251,8 @@ export class RedisBackend implements Backend {
     try {
       const epoch = await this.ensureEpoch()
       if (epoch !== this.epoch) this.switchEpoch(epoch)
-      await sub.subscribe(this.controlChannel, ...[...this.topics.keys()].map(t => this.pubsubChannel(t)))
+      await sub.subscribe(this.controlChannel, ...this.topics.keys())
+      if (this.patterns.size > 0) await sub.psubscribe(...this.patterns.keys())
     } catch (err) {
       // Lost again while recovering: the next 'ready' starts over.
       this.down = true
@@ -297,7 +304,7 @@ export class RedisBackend implements Backend {
       try {
         result = await cmd.ssePublish(
           this.keys.epoch, this.keys.seq, this.topicKey(topic), this.keys.clock, this.keys.clockLast,
-          this.epoch, newEpoch(), event, data, channel, limits.history, limits.historyTtl, this.pubsubChannel(topic), topic)
+          this.epoch, newEpoch(), event, data, channel, limits.history, limits.historyTtl, this.pubsubChannel(topic, channel), topic)
       } catch (err) {
         throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE((err as Error).message)
       }
@@ -308,22 +315,41 @@ export class RedisBackend implements Backend {
     throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('the epoch kept changing')
   }
 
-  subscribe (topic: string): Promise<void> {
-    let pending = this.topics.get(topic)
+  subscribe (topic: string, channel: string): Promise<void> {
+    const name = this.pubsubChannel(topic, channel)
+    let pending = this.topics.get(name)
     if (pending === undefined) {
-      const sub = this.sub as Redis
-      pending = sub.subscribe(this.pubsubChannel(topic)).then(() => {}, (err: Error) => {
+      pending = (this.sub as Redis).subscribe(name).then(() => {}, (err: Error) => {
         // Not fatal: recover() subscribes every known topic once Redis is back.
         this.host?.log.warn({ err, topic }, 'fastify-sse-hub: redis subscribe failed; retried on reconnect')
       })
-      this.topics.set(topic, pending)
+      this.topics.set(name, pending)
     }
     return pending
   }
 
-  unsubscribe (topic: string): void {
-    if (!this.topics.delete(topic) || this.closing) return
-    ;(this.sub as Redis).unsubscribe(this.pubsubChannel(topic)).catch(() => {})
+  unsubscribe (topic: string, channel: string): void {
+    const name = this.pubsubChannel(topic, channel)
+    if (!this.topics.delete(name) || this.closing) return
+    ;(this.sub as Redis).unsubscribe(name).catch(() => {})
+  }
+
+  subscribeChannel (channel: string): Promise<void> {
+    const pattern = `${this.prefix}:m:${channel}|*`
+    let pending = this.patterns.get(pattern)
+    if (pending === undefined) {
+      pending = (this.sub as Redis).psubscribe(pattern).then(() => {}, (err: Error) => {
+        this.host?.log.warn({ err, channel }, 'fastify-sse-hub: redis psubscribe failed; retried on reconnect')
+      })
+      this.patterns.set(pattern, pending)
+    }
+    return pending
+  }
+
+  unsubscribeChannel (channel: string): void {
+    const pattern = `${this.prefix}:m:${channel}|*`
+    if (!this.patterns.delete(pattern) || this.closing) return
+    ;(this.sub as Redis).punsubscribe(pattern).catch(() => {})
   }
 
   async after (topic: string, seq: number): Promise<HistoryAfter> {
