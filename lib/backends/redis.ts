@@ -48,14 +48,16 @@ const retryStrategy = (attempt: number): number => Math.min(attempt * 50, 2_000)
 // ARGV: expected epoch, candidate epoch, event, data, channel, maxlen, ttl ms, pubsub channel, topic
 // Returns { seq, epoch }; seq 0 means "the epoch is not yours": switch to it and retry.
 const PUBLISH = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local e = redis.call('GET', KEYS[1])
 if not e then
+  -- A new epoch starts the clock at seq 0: nothing older can have expired.
   redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[4], now, 0)
   e = ARGV[2]
 end
 if e ~= ARGV[1] then return {0, e} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[7])
 local fresh = redis.call('EXISTS', KEYS[3]) == 0
 local bound = 0
@@ -92,6 +94,16 @@ if ttl > 0 then
 end
 redis.call('PUBLISH', ARGV[8], e .. '\\n' .. seq .. '\\n' .. ARGV[9] .. '\\n' .. ARGV[5] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
 return {seq, e}
+`
+
+// KEYS: epoch, clock; ARGV: candidate epoch. Creates the epoch (and starts
+// the clock at seq 0) if there is none; returns the epoch.
+const INIT = `
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  local t = redis.call('TIME')
+  redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 0)
+end
+return redis.call('GET', KEYS[1])
 `
 
 // KEYS: epoch, topic stream, clock, seq
@@ -132,6 +144,7 @@ return {'ok', entries}
 `
 
 interface Scripts {
+  sseInit: (...args: string[]) => Promise<string>
   ssePublish: (...args: Array<string | number>) => Promise<[number, string]>
   sseAfter: (...args: Array<string | number>) => Promise<[string, Array<[string, string[]]>?]>
 }
@@ -200,6 +213,7 @@ export class RedisBackend implements Backend {
     if (typeof scripts.ssePublish !== 'function') {
       cmd.defineCommand('ssePublish', { numberOfKeys: 5, lua: PUBLISH })
       cmd.defineCommand('sseAfter', { numberOfKeys: 4, lua: AFTER })
+      cmd.defineCommand('sseInit', { numberOfKeys: 2, lua: INIT })
     }
 
     for (const client of [cmd, sub]) {
@@ -231,9 +245,7 @@ export class RedisBackend implements Backend {
 
   /** The epoch in Redis, creating one if there is none. */
   private async ensureEpoch (): Promise<string> {
-    const cmd = this.cmd as Redis
-    await cmd.set(this.keys.epoch, newEpoch(), 'NX')
-    return await cmd.get(this.keys.epoch) as string
+    return await (this.cmd as Redis & Scripts).sseInit(this.keys.epoch, this.keys.clock, newEpoch())
   }
 
   private lost (): void {
