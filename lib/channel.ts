@@ -248,7 +248,10 @@ export class ChannelImpl implements Subscribable {
       throw new FST_ERR_SSEHUB_PAYLOAD_INVALID(event, this.name, '/', `cannot be sent as JSON (${(err as Error).message})`)
     }
     if (json === undefined) throw new FST_ERR_SSEHUB_PAYLOAD_INVALID(event, this.name, '/', `${typeof data} has no JSON form`)
-    const value: unknown = JSON.parse(json)
+    // Plain JSON (a parsed body, a literal) is its own JSON form: check it as
+    // is. Anything else (toJSON, Dates, class instances, NaN, undefined
+    // members) is checked as what will actually be sent.
+    const value: unknown = isPlainJson(data, 0) ? data : JSON.parse(json)
     this.refuse(compiled, event, value)
     return { json, value }
   }
@@ -284,6 +287,38 @@ export class TopicImpl implements Subscribable {
 
   subscribe (event: string, handler: (data: unknown, meta: EventMeta) => void): () => void {
     return listenTo(this.channel, this.key, event, handler)
+  }
+}
+
+/**
+ * True if `JSON.parse(JSON.stringify(value))` is structurally `value`: plain
+ * objects and arrays (no toJSON, no undefined members), strings, booleans,
+ * null and finite numbers. Deeper than 64 levels counts as not plain.
+ */
+function isPlainJson (value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true
+    case 'number':
+      return Number.isFinite(value)
+    case 'object': {
+      if (value === null) return true
+      if (depth > 64) return false
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) if (!isPlainJson(value[i], depth + 1)) return false
+        return true
+      }
+      const proto = Object.getPrototypeOf(value)
+      if (proto !== Object.prototype && proto !== null) return false
+      if ('toJSON' in value) return false
+      for (const key in value) {
+        if (!isPlainJson((value as Record<string, unknown>)[key], depth + 1)) return false
+      }
+      return true
+    }
+    default:
+      return false
   }
 }
 
