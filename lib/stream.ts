@@ -232,7 +232,7 @@ export class SseStream implements PromiseLike<void> {
   /** Headers and the opening frame have gone out. */
   private started = false
   private isClosed = false
-  private readonly startedAt = process.hrtime.bigint()
+  private readonly startedAt = performance.now()
   private closeFns: Array<() => void> | null = null
   private abort: AbortController | null = null
   private closedPromise: Promise<void> | null = null
@@ -507,15 +507,19 @@ export class SseStream implements PromiseLike<void> {
   private checkDrain (buffered: number): void {
     if (buffered <= PACE_BYTES) {
       this.releaseDrainWaiters()
-    } else {
-      const target = (this.socket ?? this.res) as NodeJS.EventEmitter
-      target.once('drain', this.onDrain)
+    } else if (this.onDrain === null) {
+      // Made only when a producer actually waits: most streams never do.
+      const onDrain = (): void => {
+        this.onDrain = null
+        if (!this.dirty) this.releaseDrainWaiters()
+      }
+      this.onDrain = onDrain
+      ;((this.socket ?? this.res) as NodeJS.EventEmitter).once('drain', onDrain)
     }
   }
 
-  private readonly onDrain = (): void => {
-    if (!this.dirty) this.releaseDrainWaiters()
-  }
+  /** The armed 'drain' listener, if a producer is waiting. */
+  private onDrain: (() => void) | null = null
 
   private releaseDrainWaiters (): void {
     const waiters = this.drainWaiters
@@ -591,11 +595,12 @@ export class SseStream implements PromiseLike<void> {
     const res = this.res as Response & { [kStream]?: SseStream }
     res[kStream] = undefined
     res.removeListener('close', onResponseClose)
-    if (this.socket !== null) {
-      this.socket.removeListener('drain', this.onDrain)
-      if (!this.socket.destroyed) this.socket.setTimeout((this.request.server.server as { timeout?: number }).timeout ?? 0)
-    } else {
-      res.removeListener('drain', this.onDrain)
+    if (this.onDrain !== null) {
+      ;((this.socket ?? res) as NodeJS.EventEmitter).removeListener('drain', this.onDrain)
+      this.onDrain = null
+    }
+    if (this.socket !== null && !this.socket.destroyed) {
+      this.socket.setTimeout((this.request.server.server as { timeout?: number }).timeout ?? 0)
     }
     this.releaseDrainWaiters()
     const it = this.iterator
@@ -611,7 +616,7 @@ export class SseStream implements PromiseLike<void> {
     const fns = this.closeFns
     this.closeFns = null
     if (fns !== null) for (const fn of fns) this.runCloseFn(fn)
-    const ms = Number(process.hrtime.bigint() - this.startedAt) / 1e6
+    const ms = performance.now() - this.startedAt
     this.log.info({ responseTime: ms, reason }, 'sse stream closed')
   }
 
