@@ -136,16 +136,18 @@ class Conn {
     while (p < len) {
       switch (this.state) {
         case S_HEAD: {
-          // Only once per socket: the response head, as text.
-          const end = buf.indexOf('\r\n\r\n', p, 'latin1')
-          if (end === -1 || end >= len) {
-            this.head += buf.latin1Slice(p, len)
-            if (this.head.length > 16384) return this.fail('response head too large')
+          // Only once per socket: the response head, as text (it may span reads).
+          const before = this.head.length
+          const text = this.head + buf.latin1Slice(p, len)
+          const end = text.indexOf('\r\n\r\n')
+          if (end === -1) {
+            if (text.length > 16384) return this.fail('response head too large')
+            this.head = text
             return
           }
-          const head = this.head + buf.latin1Slice(p, end)
+          const head = text.slice(0, end)
           this.head = ''
-          p = end + 4
+          p += end + 4 - before
           const status = Number(head.slice(9, 12))
           if (status !== 200) return this.fail(`status ${status}`)
           if (!/\r\ncontent-type: *text\/event-stream/i.test(head)) return this.fail('not text/event-stream')

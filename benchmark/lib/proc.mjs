@@ -17,6 +17,26 @@ export function cpuUs (pid) {
   }
 }
 
+/**
+ * CPU demand of `pid` in microseconds: time on a CPU plus time spent runnable
+ * but waiting for one (schedstat fields 1 and 2), all threads. A process
+ * starved by other load shows demand without CPU time.
+ */
+export function demandUs (pid) {
+  try {
+    let ns = 0
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const f = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ')
+        ns += Number(f[0]) + Number(f[1])
+      } catch {}
+    }
+    return ns / 1000
+  } catch {
+    return NaN
+  }
+}
+
 /** Resident set size of `pid` in bytes. */
 export function rssBytes (pid) {
   try {
