@@ -191,6 +191,9 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
   private readonly perClient = new Map<string, number>()
   /** Streams admitted and still being authorised: they count against maxConnections. */
   private opening = 0
+  /** Counts disconnect({ tag }) calls; with disconnectedAt, tells streams still being authorised that they were meant too. */
+  private disconnectClock = 0
+  private readonly disconnectedAt = new Map<string, number>()
   private resumes = 0
   private resets = 0
   private closed = false
@@ -465,8 +468,24 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       this.perClient.set(clientKey, (this.perClient.get(clientKey) ?? 0) + 1)
     }
 
-    const begin = (): void => this.start(reply, stream, targets, iterable, tags, lifetime, since)
-    const decided = this.authorize(reply, targets)
+    const admitted = this.disconnectClock
+    const begin = (): void => {
+      // A disconnect({ tag }) that ran while this stream was being
+      // authorised must reach it too: turn it away instead of opening it.
+      if (admitted !== this.disconnectClock && tags.some(tag => (this.disconnectedAt.get(tag) ?? -1) > admitted)) {
+        this.releaseClient(stream)
+        this.turnAway(reply, stream, 'disconnect')
+        return
+      }
+      this.start(reply, stream, targets, iterable, tags, lifetime, since)
+    }
+    let decided: boolean | Promise<boolean>
+    try {
+      decided = this.authorize(reply, targets)
+    } catch (err) {
+      this.abandon(stream)
+      throw err
+    }
     if (decided === true) {
       begin()
     } else if (decided === false) {
@@ -474,12 +493,15 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
     } else {
       this.opening++
       decided.then(ok => {
-        this.opening--
-        if (stream.ended) return
-        if (ok) begin()
-        else this.refuse(reply, stream, targets)
+        try {
+          if (stream.ended) return
+          if (ok) begin()
+          else this.refuse(reply, stream, targets)
+        } finally {
+          this.settled()
+        }
       }, err => {
-        this.opening--
+        this.settled()
         this.abandon(stream)
         reply.send(err)
       })
@@ -492,7 +514,8 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
     const follow = options.subscribe ?? []
     if (!Array.isArray(follow)) throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('subscribe', 'must be an array of channels and topics')
     const tags = options.tags ?? []
-    if (!Array.isArray(tags) || tags.length > MAX_TAGS) throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('tags', `must be an array of at most ${MAX_TAGS} tags`)
+    if (!Array.isArray(tags)) throw new FST_ERR_SSEHUB_TAG_INVALID(`${typeof tags} (tags must be an array)`)
+    if (tags.length > MAX_TAGS) throw new FST_ERR_SSEHUB_TAG_INVALID(`${tags.length} tags (at most ${MAX_TAGS})`)
     for (const tag of tags) assertTag(tag)
     let lifetime = this.settings.maxLifetime === 0 ? Infinity : this.settings.maxLifetime
     if (options.maxLifetime !== undefined) {
@@ -502,7 +525,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       }
       lifetime = Math.min(lifetime, ms)
     }
-    const since = options.since ?? 0
+    const since = options.since === undefined ? 0 : options.since
     if (typeof since !== 'number' || !Number.isInteger(since) || since > 0 || since < -MAX_SINCE) {
       throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('since', `must be a whole number from -${MAX_SINCE} to -1 (the newest N events), got ${String(since)}`)
     }
@@ -510,11 +533,16 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
   }
 
   /** Over a limit: 200, a jittered retry, an end. A non-200 would make a native EventSource give up for good. */
-  private turnAway (reply: FastifyReply, stream: SseStream): SseStream {
+  private turnAway (reply: FastifyReply, stream: SseStream, reason: CloseReason = 'shed'): SseStream {
     reply.hijack()
     stream.open(reply, false)
-    stream.shutdown(this.pump.jitteredRetry(this.pump.retryBase(), this.pump.options.shutdownJitter), 'shed')
+    stream.shutdown(this.pump.jitteredRetry(this.pump.retryBase(), this.pump.options.shutdownJitter), reason)
     return stream
+  }
+
+  /** An async authorisation finished; with none pending, the record of recent disconnects is no longer needed. */
+  private settled (): void {
+    if (--this.opening === 0) this.disconnectedAt.clear()
   }
 
   private start (reply: FastifyReply, stream: SseStream, targets: Target[], iterable: SseSource | null, tags: string[], lifetime: number, since: number): void {
@@ -618,6 +646,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
   }
 
   private disconnectHere (tag: string): number {
+    if (this.opening > 0) this.disconnectedAt.set(tag, ++this.disconnectClock)
     const set = this.tagged.get(tag)
     if (set === undefined) return 0
     let n = 0
@@ -770,7 +799,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       // would be a silent gap. Close instead; the client resumes from its last id.
       sub.holding = null
       if (!sub.stream.ended) {
-        sub.stream.request.log.error({ err }, 'fastify-sse-hub: catching up from history failed; closing the stream so the client resumes')
+        sub.stream.request.log.error({ err }, 'fastify-sse-hub: could not bring the stream up to date (history, head or snapshot); closing it so the client resumes')
         sub.stream.close()
       }
       throw err

@@ -188,3 +188,29 @@ t.test('Redis: disconnect() on instance A ends the tagged streams on B and on A,
   await closeClients(a.logs, a.untilLog, aTagged, aOther, aLate)
   await closeClients(b.logs, b.untilLog, bTagged, bOther)
 })
+
+t.test('a disconnect that runs while a tagged stream is still being authorised reaches it too', async t => {
+  let release!: () => void
+  const gate = new Promise<void>(resolve => { release = resolve })
+  let authorising!: () => void
+  const inAuthorize = new Promise<void>(resolve => { authorising = resolve })
+  const { url, app } = await makeApp(t, app => {
+    const news = app.sse.channel('slow-news', {
+      events: { item: Item },
+      // Holds the stream in authorisation until the test lets it go.
+      authorize: async () => { authorising(); await gate; return true }
+    })
+    app.get('/s', (req, reply) => reply.sse({ subscribe: [news], tags: ['user:9'] }))
+  })
+  const pending = SseClient.open(url + '/s')
+  await inAuthorize
+  t.equal(await app.sse.disconnect({ tag: 'user:9' }), 0, 'nothing open yet to end')
+  release()
+  const c = await pending
+  t.equal(c.status, 200, 'still a 200: a native EventSource must not give up')
+  t.equal(await c.waitEnd(), 'end', 'turned away at once instead of opening')
+  t.ok(finalRetry(c) !== null, 'told when to retry')
+  t.same(c.events, [], 'no event')
+  t.equal(app.sse.stats().openStreams, 0)
+  t.equal(app.sse.stats().disconnected, 1)
+})

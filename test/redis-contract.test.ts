@@ -21,7 +21,12 @@ if (skip !== false) {
     './authorize.test.js',
     './max-connections.test.js',
     './server-subscribe.test.js',
-    './channel-definition.test.js'
+    './channel-definition.test.js',
+    './lifetime.test.js',
+    './disconnect.test.js',
+    './client-caps.test.js',
+    './initial-state.test.js',
+    './metrics.test.js'
   ]
   for (const file of files) await import(file)
 }
