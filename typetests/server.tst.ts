@@ -72,3 +72,40 @@ describe('app.sse.channel()', () => {
     expect(numbers.publish).type.not.toBeCallableWith('n', '1')
   })
 })
+
+describe('production controls', () => {
+  test('a snapshot returns one of the channel\'s events with its payload type', () => {
+    const app = Fastify()
+    const Counter = Type.Object({ total: Type.Number() })
+    app.sse.channel('counter', {
+      events: { state: Counter, step: Type.Object({ by: Type.Number() }) },
+      snapshot: () => ({ event: 'state', data: { total: 1 } })
+    })
+    app.sse.channel('counter2', {
+      events: { state: Counter },
+      snapshot: async () => ({ event: 'state' as const, data: { total: 2 } })
+    })
+    app.sse.channel('counter3', {
+      events: { state: Counter },
+      // @ts-expect-error Type '() => { event: "state"; data: { count: number; }; }' is not assignable
+      snapshot: () => ({ event: 'state', data: { count: 1 } })
+    })
+    app.sse.channel('counter4', {
+      events: { state: Counter },
+      // @ts-expect-error Type '() => { event: "nope"; data: { total: number; }; }' is not assignable
+      snapshot: () => ({ event: 'nope', data: { total: 1 } })
+    })
+  })
+
+  test('reply.sse() options and the hub\'s controls are typed', () => {
+    const app = Fastify()
+    app.get('/s', (req, reply) => reply.sse({ subscribe: [ticker], tags: ['user:1'], maxLifetime: 1000, since: -5 }))
+    expect(app.sse.disconnect({ tag: 'user:1' })).type.toBe<Promise<number>>()
+    expect(app.sse.metrics()).type.toBe<string>()
+    app.sse.on('disconnect', (stream, reason) => {
+      expect(reason).type.toBe<'client' | 'server' | 'end' | 'error' | 'slow' | 'shutdown' | 'expired' | 'disconnect' | 'shed'>()
+    })
+    // @ts-expect-error Type 'number' is not assignable to type 'string'
+    app.get('/t', (req, reply) => reply.sse({ tags: [1] }))
+  })
+})
