@@ -7,7 +7,7 @@ import t from 'tap'
 import http2 from 'node:http2'
 import { createParser, type EventSourceMessage } from 'eventsource-parser'
 import type { SseStream } from '../lib/index.js'
-import { makeApp, once, waitFor } from './helpers/index.js'
+import { makeApp, once, waitFor, Wakeable } from './helpers/index.js'
 
 /** Warnings emitted by this process while `t` runs. */
 function collectWarnings (t: { teardown: (fn: () => void) => void }): Error[] {
@@ -19,16 +19,16 @@ function collectWarnings (t: { teardown: (fn: () => void) => void }): Error[] {
 }
 
 /** An h2 request read by eventsource-parser, with event-driven waits. */
-class H2Sse {
+class H2Sse extends Wakeable {
   headers: http2.IncomingHttpHeaders = {}
   readonly events: EventSourceMessage[] = []
   text = ''
   ended = false
   error: Error | null = null
   readonly req: http2.ClientHttp2Stream
-  private readonly wakers = new Set<() => void>()
 
   constructor (session: http2.ClientHttp2Session, path: string) {
+    super()
     const parser = createParser({ onEvent: (e) => { this.events.push(e) } })
     const decoder = new TextDecoder()
     this.req = session.request({ ':path': path, accept: 'text/event-stream' })
@@ -43,16 +43,6 @@ class H2Sse {
     this.req.on('error', (err) => { this.error = err; this.wake() })
   }
 
-  private wake (): void {
-    for (const w of [...this.wakers]) w()
-  }
-
-  until (what: string, check: () => boolean, ms = 5_000): Promise<void> {
-    return waitFor(what, check, (wake) => {
-      this.wakers.add(wake)
-      return () => this.wakers.delete(wake)
-    }, ms)
-  }
 }
 
 function connect (t: { teardown: (fn: () => void) => void }, url: string): http2.ClientHttp2Session {

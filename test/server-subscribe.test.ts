@@ -6,25 +6,17 @@
 import t from 'tap'
 import { Type } from '@sinclair/typebox'
 import type { EventMeta } from '../lib/index.js'
-import { makeApp, waitFor } from './helpers/index.js'
+import { makeApp, Wakeable } from './helpers/index.js'
 
 const Price = Type.Object({ symbol: Type.String(), price: Type.Number() })
 const Message = Type.Object({ text: Type.String() })
 
 /** Records handler calls and lets a test wait for them (event-driven, bounded). */
-class Recorder<T = unknown> {
+class Recorder<T = unknown> extends Wakeable {
   readonly calls: Array<{ data: T, meta: EventMeta }> = []
-  private readonly wakers = new Set<() => void>()
   readonly handler = (data: T, meta: EventMeta): void => {
     this.calls.push({ data, meta })
-    for (const w of [...this.wakers]) w()
-  }
-
-  until (what: string, check: () => boolean, ms = 5_000): Promise<void> {
-    return waitFor(what, check, (wake) => {
-      this.wakers.add(wake)
-      return () => this.wakers.delete(wake)
-    }, ms)
+    this.wake()
   }
 
   /** Waits until a call with this id has arrived. */

@@ -118,8 +118,28 @@ export function once (emitter: NodeJS.EventEmitter, event: string, ms = 5_000): 
   })
 }
 
+/**
+ * Something a test waits on: subclasses call `wake()` whenever their state
+ * changes, and `until()` re-checks a condition then (event-driven, bounded).
+ */
+export class Wakeable {
+  private readonly wakers = new Set<() => void>()
+
+  protected wake (): void {
+    for (const w of [...this.wakers]) w()
+  }
+
+  /** Resolves when `check()` holds, re-checked at every wake; rejects after `ms`. */
+  until (what: string, check: () => boolean, ms = 5_000): Promise<void> {
+    return waitFor(what, check, (wake) => {
+      this.wakers.add(wake)
+      return () => this.wakers.delete(wake)
+    }, ms)
+  }
+}
+
 /** An open SSE response read by eventsource-parser. */
-export class SseClient {
+export class SseClient extends Wakeable {
   status = 0
   headers: Record<string, string | string[] | undefined> = {}
   readonly events: EventSourceMessage[] = []
@@ -135,7 +155,6 @@ export class SseClient {
   chunks = 0
   /** How the body ended: 'end' (clean end), 'error' (reset or abort), or null while open. */
   ending: 'end' | 'error' | null = null
-  private readonly wakers = new Set<() => void>()
   private readonly controller = new AbortController()
   /** One connection per client, closed with it: no pooled sockets linger to hold up a server's close(). */
   private connection: Client | null = null
@@ -173,18 +192,6 @@ export class SseClient {
     res.body.on('end', () => { client.ending = 'end'; client.wake() })
     res.body.on('error', () => { client.ending ??= 'error'; client.wake() })
     return client
-  }
-
-  private wake (): void {
-    for (const w of [...this.wakers]) w()
-  }
-
-  /** Resolves when `check()` holds, re-checked on every chunk and at the end. */
-  until (what: string, check: () => boolean, ms = 5_000): Promise<void> {
-    return waitFor(what, check, (wake) => {
-      this.wakers.add(wake)
-      return () => this.wakers.delete(wake)
-    }, ms)
   }
 
   /** Resolves once `n` events have arrived. */
