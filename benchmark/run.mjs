@@ -100,7 +100,7 @@ const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').
 const runId = `${opt.quick ? 'quick' : 'full'}-${stamp}`
 let outFile = opt.resume ?? opt.out
 if (!outFile) {
-  if (opt.quick) outFile = `${os.tmpdir()}/fastify-sse-hub-bench-${runId}.jsonl`
+  if (opt.quick || opt.profile) outFile = `${os.tmpdir()}/fastify-sse-hub-bench-${runId}.jsonl`
   else {
     mkdirSync(`${here}results`, { recursive: true })
     outFile = `${here}results/${runId}.jsonl`
@@ -183,7 +183,7 @@ function sample (pids, clients) {
 
 async function runScenario (ctx, sc) {
   const { clients, pids } = ctx
-  const pub = new Publisher(ctx.pubPort, ctx.topics, ctx.g + 1)
+  const pub = new Publisher(ctx.pubPort, ctx.topics, ctx.g + 1, sc.pad ?? 48)
   await pub.connect()
   const subsPerEvent = ctx.n / ctx.topics
   const t0 = nowUs()
@@ -468,6 +468,7 @@ async function runCase (c) {
       const prefix = `b${rep}${kind}${n}x${Date.now().toString(36)}`
       serverArgs.push('--redis', redis.url, '--prefix', prefix)
     }
+    if (sys.build && c.pluginOptions) serverArgs.push('--options', JSON.stringify(c.pluginOptions))
     const nodeArgs = c.profileDir ? ['--cpu-prof', '--cpu-prof-dir', c.profileDir] : []
     // Subscribers' server (instance B for Redis) on its own core.
     const main = await startServer(sys.file, { cpu: serverCpu, args: serverArgs, nodeArgs })
@@ -485,8 +486,7 @@ async function runCase (c) {
     ctx.clients = clients
     const conn = await clients.start({ port: main.port, count: n, topics, epoch, spreadSources: n > 25000 })
     if (conn.failed > 0) throw new Error(`${conn.failed} subscribers failed to connect: ${conn.firstError}`)
-    if (kind === 'slow') stuck = await stuckSubscriber(main.port)
-    await waitSubscribers(main.port, n + (stuck ? 1 : 0), 30000)
+    await waitSubscribers(main.port, n, 30000)
     const idle = await request(main.port, 'POST', '/gc')
     record({
       type: 'idle',
@@ -504,8 +504,13 @@ async function runCase (c) {
         record({ type: 'scenario', scenario: sc.kind, inflight: sc.inflight ?? null, rate: sc.rate ?? null, skipped: broken })
         continue
       }
+      if (sc.stuck && !stuck) {
+        // The slow consumer joins: it sends its GET and never reads a byte.
+        stuck = await stuckSubscriber(main.port)
+        await waitSubscribers(main.port, n + 1, 30000)
+      }
       ctx.gStartScenario = ctx.g
-      const r = record(await runScenario(ctx, sc))
+      const r = record({ ...(await runScenario(ctx, sc)), stuck: !!sc.stuck, pad: sc.pad ?? 48 })
       progress(c, r)
       if (ctx.aborted) broken = `case aborted: ${ctx.aborted}`
       else if (r.failed && (!r.drained || r.integrity.endedSockets > 0)) broken = 'an earlier scenario of this case failed'
@@ -521,9 +526,9 @@ async function runCase (c) {
         }
       }
     }
-    if (kind === 'slow' && !ctx.aborted) {
-      const st = await request(main.port, 'GET', '/stats')
-      record({ type: 'slow-consumer', subscribersAfter: st.subscribers, stuckCut: st.subscribers <= n, extra: st.extra, rss: st.rss })
+    if (stuck && !ctx.aborted) {
+      const st = await request(main.port, 'GET', '/stats', 20000).catch(() => null)
+      record({ type: 'slow-consumer', subscribersAfter: st?.subscribers ?? null, stuckCut: st ? st.subscribers <= n : null, extra: st?.extra ?? null, rss: st?.rss ?? null })
     }
   } catch (err) {
     record({ type: 'error', error: String(err.stack ?? err).slice(0, 2000), aborted: ctx.aborted })
@@ -573,7 +578,7 @@ async function main () {
     const order = systems.map((_, i) => systems[(i + rep - 1) % systems.length])
     if (cases.has('fanout')) for (const n of M.ns) for (const sys of order) plan.push({ rep, kind: 'fanout', n, topics: 1, sys, scenarios: M.fanout })
     if (cases.has('many')) for (const sys of order) plan.push({ rep, kind: 'many', n: M.many.n, topics: M.many.topics, sys, scenarios: M.many.scenarios })
-    if (cases.has('slow')) for (const sys of order) plan.push({ rep, kind: 'slow', n: M.slow.n, topics: 1, sys, scenarios: M.slow.scenarios })
+    if (cases.has('slow')) for (const sys of order) plan.push({ rep, kind: 'slow', n: M.slow.n, topics: 1, sys, scenarios: M.slow.scenarios, pluginOptions: M.slow.pluginOptions })
   }
   casesTotal = plan.length
   for (const c of plan) {
@@ -583,9 +588,9 @@ async function main () {
     const elapsed = (Date.now() - t0) / 1000
     const eta = casesDone > 1 ? ` ~${Math.round(elapsed / (casesDone - 1) * (casesTotal - casesDone + 1) / 60)} min left` : ''
     console.log(`[${casesDone}/${casesTotal}] rep ${c.rep} ${c.kind} N=${c.n}${c.topics > 1 ? ` (${c.topics} topics)` : ''} ${c.sys.name}  (${Math.floor(elapsed / 60)}m${Math.round(elapsed % 60)}s${eta})`)
-    // At most 8 s per case and 5 min over the whole run: on a machine that
+    // At most 5 s per case and 3 min over the whole run: on a machine that
     // stays busy, waiting does not help and the run must still end.
-    const quiet = opt.quick ? null : await quietGate(Math.min(8000, Math.max(0, 300000 - gateWaited)))
+    const quiet = opt.quick ? null : await quietGate(Math.min(5000, Math.max(0, 180000 - gateWaited)))
     if (quiet) gateWaited += quiet.waitedMs
     if (quiet && quiet.foreignLoad >= QUIET_CORES) console.log(`  (machine busy: ${quiet.foreignLoad.toFixed(2)} cores used by other processes after waiting ${Math.round(quiet.waitedMs / 1000)} s)`)
     c.quiet = quiet

@@ -63,27 +63,45 @@ export function matrix (quick) {
         { kind: 'rate', rate: 1000, warmupMs: 150, windowMs: 500, drainMs: 1500 }
       ],
       many: { n: 100, topics: 10, scenarios: [{ kind: 'closed', inflight: 8, warmupMs: 150, windowMs: 500, drainMs: 3000 }] },
-      slow: { n: 100, scenarios: [{ kind: 'closed', inflight: 8, warmupMs: 150, windowMs: 700, drainMs: 3000 }] }
+      slow: {
+        n: 100,
+        pluginOptions: { maxBufferedBytes: 1048576, maxEventBytes: 65536 },
+        scenarios: [
+          { kind: 'closed', inflight: 8, warmupMs: 150, windowMs: 500, drainMs: 3000, pad: 1000 },
+          { kind: 'closed', inflight: 8, warmupMs: 150, windowMs: 700, drainMs: 3000, pad: 1000, stuck: true }
+        ]
+      }
     }
   }
   return {
     reps: 3,
     ns: [100, 1000, 10000],
     fanout: [
-      { kind: 'latency', inflight: 1, warmupMs: 300, windowMs: 2000, drainMs: 10000 },
+      { kind: 'latency', inflight: 1, warmupMs: 300, windowMs: 1500, drainMs: 10000 },
       { kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 3000, drainMs: 10000 },
-      { kind: 'rate', rate: 1000, warmupMs: 300, windowMs: 2000, drainMs: RATE_DRAIN_MS },
-      { kind: 'rate', rate: 5000, warmupMs: 300, windowMs: 2000, drainMs: RATE_DRAIN_MS },
-      { kind: 'rate', rate: 20000, warmupMs: 300, windowMs: 2000, drainMs: RATE_DRAIN_MS }
+      { kind: 'rate', rate: 1000, warmupMs: 300, windowMs: 1500, drainMs: RATE_DRAIN_MS },
+      { kind: 'rate', rate: 5000, warmupMs: 300, windowMs: 1500, drainMs: RATE_DRAIN_MS },
+      { kind: 'rate', rate: 20000, warmupMs: 300, windowMs: 1500, drainMs: RATE_DRAIN_MS }
     ],
     many: {
       n: 10000,
       topics: 1000,
       scenarios: [
         { kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 3000, drainMs: 10000 },
-        { kind: 'rate', rate: 5000, warmupMs: 300, windowMs: 2000, drainMs: RATE_DRAIN_MS }
+        { kind: 'rate', rate: 5000, warmupMs: 300, windowMs: 1500, drainMs: RATE_DRAIN_MS }
       ]
     },
-    slow: { n: 1000, scenarios: [{ kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 5000, drainMs: 10000 }] }
+    // 1 KiB events so the stuck reader's backlog grows by megabytes within the
+    // window; the plugin runs with maxBufferedBytes 1 MiB (its documented knob
+    // for this; default 4 MiB) so the cut happens inside the window. The same
+    // case first measures the healthy subscribers alone, with the same events.
+    slow: {
+      n: 1000,
+      pluginOptions: { maxBufferedBytes: 1048576, maxEventBytes: 65536 },
+      scenarios: [
+        { kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 2500, drainMs: 10000, pad: 1000 },
+        { kind: 'closed', inflight: 8, warmupMs: 300, windowMs: 15000, drainMs: 10000, pad: 1000, stuck: true }
+      ]
+    }
   }
 }

@@ -8,6 +8,7 @@ function key (cf) {
 
 function area (cf) {
   const u = cf.url || ''
+  if (!u && /^(writeBuffer|writev|writeUtf8String|writeLatin1String)$/.test(cf.functionName)) return 'socket writes (native, into the kernel)'
   if (!u) return cf.functionName.startsWith('(') ? cf.functionName : '(native / V8 builtins)'
   if (u.includes('fastify-sse-hub-bench') || u.includes('/dist/esm/')) return 'fastify-sse-hub (dist)'
   if (u.startsWith('node:')) return 'Node core (' + u.slice(5).split('/')[0] + ')'
@@ -52,6 +53,8 @@ export function summarize (profile, { epoch, record, n }) {
   const inWindow = counted > 0
   if (!inWindow) counted = all
   const pct = (c) => (100 * c / counted).toFixed(1) + '%'
+  const idle = self.get('(idle)') ?? 0
+  const busyPct = (c) => (100 * c / Math.max(1, counted - idle)).toFixed(1) + '%'
   const L = []
   L.push(`# CPU profile: fastify-sse-hub server, N = ${n.toLocaleString('en-US')}, closed loop (8 in flight)`)
   L.push('')
@@ -61,15 +64,17 @@ export function summarize (profile, { epoch, record, n }) {
   L.push('')
   L.push('## By where the code lives (self time)')
   L.push('')
-  L.push('| area | self |')
-  L.push('|---|---:|')
-  for (const [a, c] of [...areas].sort((x, y) => y[1] - x[1]).slice(0, 15)) L.push(`| ${a} | ${pct(c)} |`)
+  L.push('"of busy" leaves out `(idle)` (the event loop waiting).')
+  L.push('')
+  L.push('| area | self | of busy |')
+  L.push('|---|---:|---:|')
+  for (const [a, c] of [...areas].sort((x, y) => y[1] - x[1]).slice(0, 15)) L.push(`| ${a} | ${pct(c)} | ${a === '(idle)' ? '' : busyPct(c)} |`)
   L.push('')
   L.push('## Top functions by self time')
   L.push('')
-  L.push('| function | self | total |')
-  L.push('|---|---:|---:|')
-  for (const [k, c] of [...self].sort((x, y) => y[1] - x[1]).slice(0, 30)) L.push(`| \`${k}\` | ${pct(c)} | ${pct(total.get(k) ?? c)} |`)
+  L.push('| function | self | self of busy | total |')
+  L.push('|---|---:|---:|---:|')
+  for (const [k, c] of [...self].sort((x, y) => y[1] - x[1]).slice(0, 30)) L.push(`| \`${k}\` | ${pct(c)} | ${k === '(idle)' ? '' : busyPct(c)} | ${pct(total.get(k) ?? c)} |`)
   L.push('')
   L.push('## Top functions by total (inclusive) time')
   L.push('')

@@ -12,12 +12,12 @@
 import net from 'node:net'
 import { nowUs } from './clock.mjs'
 
-const PAD = 'x'.repeat(48)
-
 export class Publisher {
-  constructor (port, topics, nextG) {
+  /** `pad`: characters of padding in "p" (48 makes a ~100-byte body). */
+  constructor (port, topics, nextG, pad = 48) {
     this.port = port
     this.topics = topics
+    this.pad = 'x'.repeat(pad)
     this.g = nextG - 1 // last g sent
     this.sent = 0
     this.responses = 0
@@ -61,7 +61,7 @@ export class Publisher {
       const g = ++this.g
       const topic = (g - 1) % this.topics
       const n = Math.floor((g - 1) / this.topics) + 1
-      const body = `{"g":${g},"n":${n},"t":${t},"p":"${PAD}"}`
+      const body = `{"g":${g},"n":${n},"t":${t},"p":"${this.pad}"}`
       out += `POST /publish/t${topic} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`
     }
     this.sent += k

@@ -21,7 +21,8 @@ if (opts.redis) {
   const { redisBackend } = await import(dist + 'redis.js')
   backend = redisBackend({ url: opts.redis, prefix: opts.prefix })
 }
-await app.register(sse, backend ? { backend } : {})
+// --options '<json>': plugin options for a case (the slow-consumer case lowers maxBufferedBytes).
+await app.register(sse, { ...(opts.options ? JSON.parse(opts.options) : {}), ...(backend ? { backend } : {}) })
 
 const bench = app.sse.channel('bench/:topic', {
   events: {
