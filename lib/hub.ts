@@ -154,8 +154,8 @@ class Subscriber {
   holdingBytes = 0
   /** Batches of several topics this turn, merged by seq at the flush. */
   pending: HubEvent[][] | null = null
-  /** Catch-ups run one at a time, in order. */
-  chain: Promise<void> = Promise.resolve()
+  /** Catch-ups run one at a time, in order: the last one's settled promise, once there has been one. */
+  chain: Promise<void> | null = null
   constructor (readonly stream: SseStream) {}
 }
 
@@ -794,7 +794,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
         if (atOpen) this.resumes++
       }
     }
-    const done = sub.chain.then(run).then(() => this.release(sub), (err) => {
+    const done = (sub.chain ?? Promise.resolve()).then(run).then(() => this.release(sub), (err) => {
       // Held events must not go out past history that was never read: that
       // would be a silent gap. Close instead; the client resumes from its last id.
       sub.holding = null
