@@ -146,7 +146,8 @@ class LocalTopic {
 
 /** A stream's subscriptions. */
 class Subscriber {
-  readonly topics = new Set<LocalTopic>()
+  /** The topics it follows: an array (of one, mostly), lighter than a Set per stream. */
+  readonly topics: LocalTopic[] = []
   /** The highest seq this stream has been given: nothing at or below it is sent again. */
   lastSeq = 0
   /** While catching up: live events held back until history has been written. */
@@ -154,7 +155,7 @@ class Subscriber {
   holdingBytes = 0
   /** Batches of several topics this turn, merged by seq at the flush. */
   pending: HubEvent[][] | null = null
-  /** Catch-ups run one at a time, in order: the last one's settled promise, once there has been one. */
+  /** Catch-ups run one at a time, in order: the last one's promise while it runs, else null. */
   chain: Promise<void> | null = null
   constructor (readonly stream: SseStream) {}
 }
@@ -359,7 +360,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       for (const sub of topic.subs) {
         if (sub.holding !== null) {
           this.hold(sub, batch)
-        } else if (sub.topics.size === 1) {
+        } else if (sub.topics.length === 1) {
           if (first > sub.lastSeq) {
             // The fast path: one shared packet, handed to the socket as is.
             packet ??= packetOfBatch(batch)
@@ -618,7 +619,8 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
   private streamClosed (stream: SseStream, reason: CloseReason): void {
     const sub = stream.hubState as Subscriber | null
     if (sub !== null) {
-      for (const topic of [...sub.topics]) this.unlink(sub, topic)
+      const topics = sub.topics.splice(0)
+      for (const topic of topics) this.unlink(sub, topic)
       sub.holding = null
     }
     for (const tag of stream.tags) {
@@ -706,7 +708,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       stream.hubState = sub
       start = this.backend.head()
     }
-    const fresh = targets.filter(t => !(sub as Subscriber).topics.has(this.topics.get(t.key) as LocalTopic))
+    const fresh = targets.filter(t => !(sub as Subscriber).topics.includes(this.topics.get(t.key) as LocalTopic))
     if (fresh.length === 0) return
     this.attach(sub, fresh)
     await this.catchUp(sub, fresh.map(t => this.topics.get(t.key) as LocalTopic), null, start)
@@ -718,7 +720,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
     if (sub === null) return
     for (const s of list) {
       const topic = this.topics.get(this.resolve(s).key)
-      if (topic !== undefined && sub.topics.has(topic)) this.unlink(sub, topic)
+      if (topic !== undefined && sub.topics.includes(topic)) this.unlink(sub, topic)
     }
   }
 
@@ -728,7 +730,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       const topic = this.localTopic(target.key, target.channel)
       if (topic.subs.has(sub)) continue
       topic.subs.add(sub)
-      sub.topics.add(topic)
+      sub.topics.push(topic)
       this.subscriptions++
       this.countsOf(topic.channel).subscribers++
     }
@@ -804,7 +806,10 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       }
       throw err
     })
-    sub.chain = done.catch(() => {})
+    // The chain is kept only while a catch-up runs: an idle stream holds no promise.
+    const clear = (): void => { if (sub.chain === tail) sub.chain = null }
+    const tail: Promise<void> = done.then(clear, clear)
+    sub.chain = tail
     return done
   }
 
@@ -872,7 +877,8 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
 
   private unlink (sub: Subscriber, topic: LocalTopic): void {
     topic.subs.delete(sub)
-    sub.topics.delete(topic)
+    const i = sub.topics.indexOf(topic)
+    if (i !== -1) sub.topics.splice(i, 1)
     this.subscriptions--
     this.countsOf(topic.channel).subscribers--
     this.maybeDrop(topic)
