@@ -194,7 +194,10 @@ export function writeReport (file, dir) {
   const loads = scen.map(r => r.foreignLoad).filter(x => x != null)
   if (loads.length) {
     const busy = loads.filter(x => x > 0.25).length
-    L.push(`- **Noise:** the machine was shared with other work while this ran. CPU used by processes outside the benchmark during measured windows: median ${median(loads).toFixed(2)} cores, max ${Math.max(...loads).toFixed(2)}; ${busy} of ${loads.length} windows saw more than 0.25 cores of it. This is what the [min–max] ranges mostly show.`)
+    const stats = `CPU used by processes outside the benchmark during measured windows: median ${median(loads).toFixed(2)} cores, max ${Math.max(...loads).toFixed(2)}; ${busy} of ${loads.length} windows saw more than 0.25 cores of it.`
+    L.push(busy > loads.length * 0.1
+      ? `- **Noise:** the machine was shared with other work while this ran. ${stats} This is what the [min–max] ranges mostly show.`
+      : `- **Noise:** the machine was otherwise quiet. ${stats}`)
   }
   L.push('')
 
