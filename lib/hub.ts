@@ -504,7 +504,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       }, err => {
         this.settled()
         this.abandon(stream)
-        reply.send(err)
+        if (!reply.sent && !reply.raw.headersSent) reply.send(err)
       })
     }
     return stream
@@ -547,7 +547,8 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
   }
 
   private start (reply: FastifyReply, stream: SseStream, targets: Target[], iterable: SseSource | null, tags: string[], lifetime: number, since: number): void {
-    if (reply.raw.destroyed) {
+    // Gone, or answered meanwhile (the handler threw while authorisation was pending: Fastify sent the error).
+    if (reply.raw.destroyed || reply.raw.headersSent) {
       this.abandon(stream)
       return
     }
@@ -674,6 +675,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
 
   private refuse (reply: FastifyReply, stream: SseStream, targets: Target[]): void {
     this.abandon(stream)
+    if (reply.sent || reply.raw.headersSent) return
     const names = targets.map(t => t.key).join(', ')
     reply.code(403).send(new FST_ERR_SSEHUB_FORBIDDEN(names))
   }

@@ -3,9 +3,10 @@
  * The plugin shell: options, decorators, type augmentation, shutdown.
  */
 import fp from 'fastify-plugin'
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify'
 import { normalizeOptions, type SseHubOptions } from './options.js'
-import { Pump, type SseStream, type SseSource } from './stream.js'
+import { Pump, streamOf, type SseStream, type SseSource } from './stream.js'
 import { SseHub, type SseReplyOptions } from './hub.js'
 import type { Backend } from './backend.js'
 import { FST_ERR_SSEHUB_ALREADY_REGISTERED, FST_ERR_SSEHUB_REPLY_SENT } from './errors.js'
@@ -28,6 +29,21 @@ declare module 'fastify' {
     /** The hub of fastify-sse-hub: declare channels, read stats. */
     sse: SseHub
   }
+}
+
+/**
+ * A route handler that throws, or whose promise rejects, after `reply.sse()`
+ * has opened the stream: Fastify can no longer answer (the reply is
+ * hijacked) and only logs a warning, so the stream would stay open with
+ * nothing behind it. Fastify reports handler errors on this diagnostics
+ * channel; the stream of that reply is closed (and the error logged). The
+ * subscription lives while at least one instance of the plugin is open.
+ */
+const HANDLER_ERROR = 'tracing:fastify.request.handler:error'
+let handlerErrorUsers = 0
+function onHandlerError (message: unknown): void {
+  const store = message as { reply?: FastifyReply, error?: unknown } | null
+  streamOf(store?.reply?.raw)?.handlerFailed(store?.error)
 }
 
 /** Keys Fastify itself reads from register options; not ours to check. */
@@ -58,6 +74,11 @@ const plugin: FastifyPluginAsync<SseHubOptions> = async (fastify: FastifyInstanc
   // never finishes by itself.
   fastify.addHook('preClose', async () => { await hub.close() })
   fastify.addHook('onClose', async () => { await backend.close() })
+
+  if (handlerErrorUsers++ === 0) subscribe(HANDLER_ERROR, onHandlerError)
+  fastify.addHook('onClose', async () => {
+    if (--handlerErrorUsers === 0) unsubscribe(HANDLER_ERROR, onHandlerError)
+  })
 }
 
 /**

@@ -187,6 +187,11 @@ export class Pump {
   }
 }
 
+/** @internal The stream open on this response, if any. */
+export function streamOf (res: unknown): SseStream | undefined {
+  return (res as { [kStream]?: SseStream } | null | undefined)?.[kStream]
+}
+
 function onResponseClose (this: Response & { [kStream]?: SseStream }): void {
   this[kStream]?.gone()
 }
@@ -197,7 +202,7 @@ function onResponseClose (this: Response & { [kStream]?: SseStream }): void {
  * `send()` is synchronous: it checks and frames the event at once (throwing a
  * coded error for a bad one, before anything is written) and queues it; the
  * queue goes out in one write per event-loop turn. After the stream has
- * closed, `send()` does nothing and returns `false`.
+ * closed, `send()` drops the event and returns `false` (an invalid event still throws).
  *
  * The handle is thenable: awaiting it waits until the stream ends (the same as
  * `await stream.closed`). That is what lets both
@@ -562,6 +567,17 @@ export class SseStream implements PromiseLike<void> {
       this.log.error({ err }, 'fastify-sse-hub: the event source of a stream failed; closing that stream')
       this.end('error')
     }
+  }
+
+  /**
+   * @internal The route handler threw (or its promise rejected) after
+   * `reply.sse()` opened this stream: Fastify cannot answer any more, so the
+   * error is logged and this stream alone ends; the client reconnects.
+   */
+  handlerFailed (err: unknown): void {
+    if (this.isClosed) return
+    this.log.error({ err }, 'fastify-sse-hub: the route handler failed after reply.sse(); closing that stream')
+    this.end('error')
   }
 
   /**

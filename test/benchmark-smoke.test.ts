@@ -10,6 +10,9 @@ import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { heavySuite } from './helpers/heavy.js'
+
+await heavySuite()
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const SYSTEMS = ['plugin', 'floor', 'ceiling']
@@ -41,7 +44,8 @@ t.test('benchmark quick mode: plugin, floor and ceiling deliver everything, in o
   for (const system of SYSTEMS) {
     const mine = recs.filter(r => r.system === system && r.case === 'fanout' && r.n === 100)
     const idle = mine.find(r => r.type === 'idle')
-    t.ok(idle !== undefined && idle.rssPerStream > 0 && idle.rssPerStream < 1024 * 1024, `${system}: idle RSS per stream measured (${idle?.rssPerStream})`)
+    // At N = 100 the figure is within RSS noise (a GC may even shrink RSS): measured, not judged.
+    t.ok(idle !== undefined && Number.isFinite(idle.rssPerStream) && Math.abs(idle.rssPerStream) < 1024 * 1024, `${system}: idle RSS per stream measured (${idle?.rssPerStream})`)
     for (const [scenario, param] of [['latency', 1], ['closed', 8], ['rate', 1000]] as const) {
       const r = mine.find(x => x.type === 'scenario' && x.scenario === scenario && (scenario === 'rate' ? x.rate : x.inflight) === param)
       t.ok(r !== undefined, `${system} ${scenario}: measured`)

@@ -5,6 +5,9 @@
 import t from 'tap'
 import { browserSkip, launchBrowser, openPage } from './helpers/browser.js'
 import { startDemo } from './helpers/demo.js'
+import { heavySuite } from './helpers/heavy.js'
+
+await heavySuite()
 
 const skip = browserSkip()
 

@@ -8,9 +8,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { browserSkip, launchBrowser, openPage } from './helpers/browser.js'
 import { startDemo } from './helpers/demo.js'
+import { heavySuite } from './helpers/heavy.js'
+
+await heavySuite()
 
 const haveOpenssl = spawnSync('openssl', ['version']).status === 0
-const skip = browserSkip() || (haveOpenssl ? false : 'openssl not found; install it with: apt-get install -y openssl')
+const NO_OPENSSL = 'openssl not found; install it with: apt-get install -y openssl'
+if (!haveOpenssl && process.env.CI === 'true') throw new Error(NO_OPENSSL + ' (CI=true: the browser suites must run)')
+const skip = browserSkip() || (haveOpenssl ? false : NO_OPENSSL)
 
 interface Seen {
   events: Array<{ event: string, id: string, data: Record<string, unknown> }>

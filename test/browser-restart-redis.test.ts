@@ -7,6 +7,9 @@ import t from 'tap'
 import { browserSkip, launchBrowser, openPage } from './helpers/browser.js'
 import { startDemo, ensureDist } from './helpers/demo.js'
 import { RedisServer, redisSkip } from './helpers/redis.js'
+import { heavySuite } from './helpers/heavy.js'
+
+await heavySuite()
 
 const skip = browserSkip() || redisSkip()
 

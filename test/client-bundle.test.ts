@@ -5,6 +5,7 @@
 import t from 'tap'
 import { readFileSync, existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { posix } from 'node:path'
 import { ensureDist } from './helpers/demo.js'
 
 ensureDist()
@@ -89,4 +90,26 @@ t.test('it runs in a bare context with only an EventSource: no Node or DOM globa
     last: '1-3'
   })
   t.same(calls, ['new /s?room=a&lastEventId=1-2#top', 'close'])
+})
+
+t.test('the main entry never loads ioredis (an optional peer: only fastify-sse-hub/redis needs it)', async t => {
+  for (const dir of ['dist/esm/', 'dist/cjs/']) {
+    // Every file the entry reaches through relative imports, transitively.
+    const seen = new Set<string>()
+    const external = new Set<string>()
+    const visit = (file: string): void => {
+      if (seen.has(file)) return
+      seen.add(file)
+      for (const spec of specifiers(read(dir + file))) {
+        if (spec.startsWith('.')) visit(posix.normalize(posix.join(posix.dirname(file), spec)))
+        else external.add(spec)
+      }
+    }
+    visit('index.js')
+    t.ok(seen.size >= 8, `${dir}: the scan followed the entry's own files (${seen.size})`)
+    t.notOk(seen.has('backends/redis.js') || seen.has('redis.js'), `${dir}: the Redis backend is not reached`)
+    t.notOk([...external].some(s => s === 'ioredis' || s.startsWith('ioredis/')), `${dir}: no ioredis among ${[...external].sort().join(', ')}`)
+  }
+  // And the Redis entry does load it (so the scan can see it).
+  t.ok(specifiers(read('dist/esm/backends/redis.js')).includes('ioredis'))
 })

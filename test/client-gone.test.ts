@@ -6,6 +6,10 @@ import vm from 'node:vm'
 import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { makeApp } from './helpers/index.js'
+import { trackLibTimers } from './helpers/timers.js'
+import { heavySuite } from './helpers/heavy.js'
+
+await heavySuite()
 
 v8.setFlagsFromString('--expose-gc')
 const gc = vm.runInNewContext('gc') as () => void
@@ -19,12 +23,23 @@ function resources (): Record<string, number> {
   return counts
 }
 
+/** Listeners on every emitter a stream could leave one on and outlive it. */
+function listeners (emitters: Record<string, NodeJS.EventEmitter>): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const [name, e] of Object.entries(emitters)) out[name] = e.eventNames().reduce((n, ev) => n + e.listenerCount(ev), 0)
+  return out
+}
+
 function heapAfterGc (): number {
   gc(); gc()
   return process.memoryUsage().heapUsed
 }
 
 t.test(`${CYCLES} connect/disconnect cycles leave nothing behind`, async t => {
+  // Every timer lib/ makes, ref'd or not (the heartbeat timer is unref'd, so
+  // process.getActiveResourcesInfo() alone would not see a leaked one).
+  const timers = trackLibTimers()
+  t.teardown(() => timers.stop())
   let closes = 0
   let allClosed!: () => void
   const everyStreamClosed = new Promise<void>(resolve => { allClosed = resolve })
@@ -40,6 +55,9 @@ t.test(`${CYCLES} connect/disconnect cycles leave nothing behind`, async t => {
   await runClient(port, 200, 50)
   closes -= 200
   const baseResources = resources()
+  const emitters = { server: app.server, hub: app.sse, process }
+  const baseListeners = listeners(emitters)
+  const baseTimers = timers.live()
   const baseHeap = heapAfterGc()
 
   const started = performance.now()
@@ -53,7 +71,9 @@ t.test(`${CYCLES} connect/disconnect cycles leave nothing behind`, async t => {
   t.equal(stats.streamsOpened, CYCLES + 200)
   const after = resources()
   t.equal(after.TCPSocketWrap ?? 0, baseResources.TCPSocketWrap ?? 0, 'sockets back at baseline')
-  t.equal(after.Timeout ?? 0, baseResources.Timeout ?? 0, 'timers back at baseline (the heartbeat timer stopped)')
+  t.equal(after.Timeout ?? 0, baseResources.Timeout ?? 0, 'ref\'d timers back at baseline')
+  t.equal(timers.live(), baseTimers, 'timers made by lib/ back at baseline (the heartbeat timer stopped)')
+  t.same(listeners(emitters), baseListeners, 'listeners on the server, the hub and the process back at baseline')
   const heap = heapAfterGc()
   const growth = heap - baseHeap
   t.comment(`${CYCLES} cycles in ${took.toFixed(0)} ms; heap ${(baseHeap / 1048576).toFixed(1)} MiB -> ${(heap / 1048576).toFixed(1)} MiB (${(growth / 1024).toFixed(0)} KiB)`)

@@ -3,6 +3,7 @@
 import t from 'tap'
 import type { SseStream } from '../lib/index.js'
 import { makeApp, SseClient } from './helpers/index.js'
+import { trackLibTimers } from './helpers/timers.js'
 
 const HEARTBEAT = 200
 
@@ -49,26 +50,34 @@ t.test('heartbeat: false sends none', async t => {
   const { url } = await makeApp(t, app => {
     app.get('/s', (req, reply) => { stream = reply.sse() })
   }, { plugin: { heartbeat: false } })
+  // A witness app with heartbeats on, opened after: once its stream has had
+  // 3 beats, the silent one has been idle through at least as many intervals.
+  const witness = await makeApp(t, app => {
+    app.get('/s', (req, reply) => { reply.sse() })
+  }, { plugin: { heartbeat: HEARTBEAT } })
   const c = await SseClient.open(url + '/s')
-  // Wait past several would-be intervals for a server-side marker event.
-  await new Promise<void>(resolve => setTimeout(resolve, HEARTBEAT * 3).unref())
+  const w = await SseClient.open(witness.url + '/s')
+  await w.until('3 heartbeats on the witness', () => w.comments.length >= 3, 5_000)
   stream.send({ data: 'marker' })
   await c.waitEvents(1)
   t.equal(c.comments.length, 0)
   c.close()
+  w.close()
 })
 
 t.test('one shared timer, however many streams', async t => {
-  const timers = (): number => process.getActiveResourcesInfo().filter(r => r === 'Timeout').length
+  // Every timer made by lib/, ref'd or not (the heartbeat timer is unref'd).
+  const timers = trackLibTimers()
+  t.teardown(() => timers.stop())
   const streams: SseStream[] = []
   const { url } = await makeApp(t, app => {
     app.get('/s', (req, reply) => { streams.push(reply.sse()) })
   }, { plugin: { heartbeat: HEARTBEAT } })
-  const baseline = timers()
+  const baseline = timers.live()
   const clients = await Promise.all(Array.from({ length: 50 }, () => SseClient.open(url + '/s')))
   await Promise.all(clients.map(c => c.until('opening', () => c.retries.length === 1)))
-  t.ok(timers() - baseline <= 1, `${timers() - baseline} timers for 50 streams`)
+  t.equal(timers.live() - baseline, 1, 'one timer for 50 streams')
   for (const c of clients) c.close()
   await Promise.all(streams.map(s => s.closed))
-  t.equal(timers(), baseline, 'the timer stops with the last stream')
+  t.equal(timers.live(), baseline, 'the timer stops with the last stream')
 })

@@ -4,12 +4,11 @@
 // hook again and resumes exactly what was published while it was away; a
 // revoked token is refused. One shared sweep timer, no timer per stream.
 import t, { type Test } from 'tap'
-import { createHook } from 'node:async_hooks'
-import { fileURLToPath } from 'node:url'
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import { makeApp, SseClient } from './helpers/index.js'
 import { closeClients } from './helpers/closing.js'
+import { trackLibTimers } from './helpers/timers.js'
 
 const RETRY = 1_000
 const JITTER = 500
@@ -19,31 +18,6 @@ const Item = Type.Object({ n: Type.Number() })
 function finalRetry (c: SseClient): number | null {
   const m = /retry: (\d+)\n\n$/.exec(c.text)
   return m === null ? null : Number(m[1])
-}
-
-const LIB = fileURLToPath(new URL('../lib/', import.meta.url))
-
-/**
- * Tracks Timeout resources (setTimeout/setInterval, ref'd or not: the hub's
- * are unref'd, so process.getActiveResourcesInfo() does not list them)
- * created by code under lib/ and not yet destroyed or cleared.
- */
-function trackLibTimers (): { live: () => number, stop: () => void } {
-  const live = new Map<number, { hasRef: () => boolean, _destroyed?: boolean }>()
-  const hook = createHook({
-    init (asyncId, type, _trigger, resource) {
-      if (type !== 'Timeout') return
-      const stack = new Error().stack ?? ''
-      if (stack.includes(LIB)) live.set(asyncId, resource as { hasRef: () => boolean })
-    },
-    destroy (asyncId) { live.delete(asyncId) }
-  })
-  hook.enable()
-  return {
-    // A cleared interval may not be destroyed until the timer list runs: count only those not cleared.
-    live: () => [...live.values()].filter(r => r._destroyed !== true).length,
-    stop: () => hook.disable()
-  }
 }
 
 /** An app with a token-checking onRequest hook (counting its calls) and a news channel. */

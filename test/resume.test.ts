@@ -72,6 +72,11 @@ t.test('several topics: missed events of every followed topic, once each, in id 
   t.notOk(c.text.includes('event: reset'), 'no reset')
   t.equal(got.filter(e => e.n >= 5000 && e.n < 5020).length, 15, 'the 15 live events of the followed topics arrived')
   c.close()
+  // The same resume by the lastEventId query parameter (EventSource polyfills): the same events.
+  const q = await SseClient.open(url + '/follow?t=ticker,a,b&lastEventId=' + encodeURIComponent(asked))
+  await q.until('the marker', () => q.events.some(e => e.id === marker.id))
+  t.same(received(q.events).map(e => e.id), want.map(p => p.id), 'by query: the same events, in the same order')
+  q.close()
 })
 
 t.test('resuming from the newest id replays nothing, then live', async t => {

@@ -8,6 +8,9 @@ import { Type } from '@sinclair/typebox'
 import { memoryBackend } from '../lib/index.js'
 import { makeApp } from './helpers/index.js'
 import { LoadClient, badSockets, idsHash, memoryAfterGc, mib } from './helpers/load.js'
+import { heavySuite } from './helpers/heavy.js'
+
+await heavySuite()
 
 const N = 10_000
 const WARM = 200

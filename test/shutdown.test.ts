@@ -48,3 +48,35 @@ t.test('a stream whose client stopped reading does not hold close() up', async t
   await stream.closed
   t.equal(app.sse.stats().openStreams, 0)
 })
+
+for (const return503OnClosing of [true, false]) {
+  t.test(`a stream asked for while closing, return503OnClosing: ${return503OnClosing}`, async t => {
+    let base = ''
+    let seen: SseClient | null = null
+    const { url, app } = await makeApp(t, app => {
+      app.get('/s', (req, reply) => reply.sse())
+      // Runs after the plugin's own preClose (hooks run in order): the hub is
+      // closing and the server still accepts connections.
+      app.addHook('preClose', async () => {
+        seen = await SseClient.open(base + '/s')
+        await seen.waitEnd()
+      })
+    }, { fastify: { return503OnClosing }, plugin: { retry: 1000, shutdownJitter: 2000 } })
+    base = url
+    await app.close()
+    const c = seen as SseClient | null
+    if (c === null) throw new Error('the preClose hook did not run')
+    if (return503OnClosing) {
+      t.equal(c.status, 503, "Fastify's 503, which a native EventSource treats as final")
+    } else {
+      t.equal(c.status, 200, '200: EventSource keeps reconnecting')
+      t.equal(c.ending, 'end', 'ended cleanly')
+      // The opening frame's retry, then the one to come back after.
+      const last = c.retries[c.retries.length - 1]
+      t.ok(c.retries.length >= 1 && /retry: \d+\n\n$/.test(c.text), 'the body ends with when to come back')
+      t.ok(last >= 1000 && last <= 3000, `retry ${last} within retry + shutdownJitter`)
+      t.equal(c.events.length, 0, 'no event')
+    }
+    t.equal(app.sse.stats().openStreams, 0)
+  })
+}

@@ -16,6 +16,9 @@ import t from 'tap'
 import { createParser, type EventSourceMessage, type EventSourceParser } from 'eventsource-parser'
 import { TextDecoder } from 'node:util'
 import { encode, frameText, type SseMessage } from '../lib/encoder.js'
+import { heavySuite } from './helpers/heavy.js'
+
+await heavySuite()
 
 const FIELD_INVALID = 'FST_ERR_SSEHUB_FIELD_INVALID'
 const RETRY_INVALID = 'FST_ERR_SSEHUB_RETRY_INVALID'

@@ -1,0 +1,85 @@
+// A route handler that throws, or whose promise rejects, after reply.sse():
+// only that stream ends (the client reconnects), the error is logged through
+// Fastify's logger, and every other stream carries on. One that throws while
+// its authorisation is still pending gets Fastify's error answer, and the
+// authorisation finishing later opens nothing and throws nothing.
+import t from 'tap'
+import { Type } from '@sinclair/typebox'
+import { makeApp, SseClient, type LogLine } from './helpers/index.js'
+
+const failed = (l: LogLine): boolean => l.level === 50 && String(l.msg).includes('route handler failed')
+
+for (const form of ['sync throw', 'async rejection'] as const) {
+  t.test(`${form} after reply.sse(): that stream ends, logged; the others carry on`, async t => {
+    let ticks!: ReturnType<typeof makeTicks>
+    const makeTicks = (app: Parameters<Parameters<typeof makeApp>[1]>[0]) => app.sse.channel('ticks', { events: { tick: Type.Object({ n: Type.Integer() }) } })
+    const { app, url, logs, untilLog } = await makeApp(t, app => {
+      ticks = makeTicks(app)
+      app.get('/ok', (req, reply) => reply.sse({ subscribe: [ticks] }))
+      if (form === 'sync throw') {
+        app.get('/bad', (req, reply) => {
+          reply.sse({ subscribe: [ticks] })
+          throw new Error('boom')
+        })
+      } else {
+        app.get('/bad', async (req, reply) => {
+          const stream = reply.sse({ subscribe: [ticks] })
+          stream.send({ event: 'note', data: 'first' })
+          await new Promise(resolve => setImmediate(resolve))
+          throw new Error('boom')
+        })
+      }
+    })
+    const ok = await SseClient.open(url + '/ok')
+    const bad = await SseClient.open(url + '/bad')
+    t.equal(bad.status, 200, 'the stream had opened')
+    t.equal(await bad.waitEnd(), 'end', 'the failing stream ends cleanly')
+    if (form === 'async rejection') t.same(bad.events.map(e => e.data), ['first'], 'what it sent before failing went out')
+    const line = await untilLog('the error log line', failed)
+    t.equal((line.err as { message?: string }).message, 'boom', 'the handler error is logged')
+    t.equal(app.sse.stats().openStreams, 1, 'only the healthy stream is open')
+    await ticks.publish('tick', { n: 1 })
+    await ok.waitEvents(1)
+    t.same(JSON.parse(ok.events[0].data), { n: 1 }, 'the healthy stream still gets events')
+    // Fastify notes a rejected handler itself ('Promise errored, but reply.sent = true was set').
+    const others = logs.filter(l => l.level >= 50 && !failed(l) && !String(l.msg).startsWith('Promise errored'))
+    t.same(others, [], 'no other error logged')
+    ok.close()
+  })
+}
+
+t.test('a throw while authorisation is pending: Fastify answers the error; nothing opens later', async t => {
+  const unhandled: unknown[] = []
+  const onUnhandled = (err: unknown): void => { unhandled.push(err) }
+  process.on('unhandledRejection', onUnhandled)
+  process.on('uncaughtException', onUnhandled)
+  t.teardown(() => {
+    process.off('unhandledRejection', onUnhandled)
+    process.off('uncaughtException', onUnhandled)
+  })
+  let connects = 0
+  let authorized = 0
+  const { app, url } = await makeApp(t, app => {
+    const room = app.sse.channel('room', {
+      events: { msg: Type.String() },
+      // Settles within microtasks of the throw, right after Fastify's error answer.
+      authorize: async () => {
+        authorized++
+        return true
+      }
+    })
+    app.get('/bad', (req, reply) => {
+      reply.sse({ subscribe: [room] })
+      throw new Error('early')
+    })
+  })
+  app.sse.on('connect', () => { connects++ })
+  const bad = await SseClient.open(url + '/bad')
+  t.equal(bad.status, 500, "Fastify's error answer")
+  await bad.waitEnd()
+  t.equal(bad.text.includes('retry:'), false, 'no stream written after the answer')
+  t.equal(authorized, 1, 'the authorisation ran')
+  t.equal(connects, 0, 'no stream opened on the answered reply')
+  t.equal(app.sse.stats().openStreams, 0)
+  t.same(unhandled, [], 'nothing thrown into the process')
+})
