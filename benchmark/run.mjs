@@ -183,6 +183,9 @@ function sample (pids, clients) {
 
 async function runScenario (ctx, sc) {
   const { clients, pids } = ctx
+  // The plugin's own counters (socket writes, deliveries) over the scenario: how much it coalesced.
+  const countersAt = async () => (await request(ctx.mainPort, 'GET', '/stats', 5000).catch(() => null))?.extra ?? null
+  const c0 = await countersAt()
   const pub = new Publisher(ctx.pubPort, ctx.topics, ctx.g + 1, sc.pad ?? 48)
   await pub.connect()
   const subsPerEvent = ctx.n / ctx.topics
@@ -324,6 +327,7 @@ async function runScenario (ctx, sc) {
   const answered = await pub.settle(2000)
   pub.close()
 
+  const c1 = await countersAt()
   const reps = await clients.report()
   const hist = new Float64Array(BUCKETS)
   let deliveries = 0
@@ -404,6 +408,9 @@ async function runScenario (ctx, sc) {
     gEnd,
     published: pub.sent,
     answered: pub.responses,
+    // Server-side (this plugin only), warm-up and drain included: deliveries per socket write.
+    serverWrites: c0?.writes != null && c1?.writes != null ? c1.writes - c0.writes : null,
+    deliveriesPerWrite: c0?.writes != null && c1?.writes != null && c1.writes > c0.writes ? (c1.deliveries - c0.deliveries) / (c1.writes - c0.writes) : null,
     failed: reasons.length > 0,
     failReason: reasons.join('; ') || null
   }
@@ -479,6 +486,7 @@ async function runCase (c) {
       procs.push(pubSrv)
     }
     ctx.pubPort = pubSrv.port
+    ctx.mainPort = main.port
     ctx.pids = { server: main.pid, aux: sys.redis ? [pubSrv.pid, redis.pid] : [] }
 
     const before = await request(main.port, 'POST', '/gc')

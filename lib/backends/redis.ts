@@ -201,13 +201,18 @@ export class RedisBackend implements Backend {
       enableOfflineQueue: false,
       autoResendUnfulfilledCommands: false,
       maxRetriesPerRequest: 0,
+      // Publishes issued in the same tick go to Redis in one write, so Redis
+      // runs them together and sends their messages to every instance in one
+      // write too: subscribers get them in one event-loop turn, one socket
+      // write each, instead of one per publish.
+      enableAutoPipelining: true,
       ...this.options.redisOptions
     }
     const cmd = this.options.redis ?? new Redis(this.options.url ?? 'redis://127.0.0.1:6379', connection)
     this.cmd = cmd
     // Subscriptions are restored by hand after a reconnect, so the hub can
     // catch up from history only once they are in effect.
-    const sub = cmd.duplicate({ ...connection, autoResubscribe: false, enableOfflineQueue: true })
+    const sub = cmd.duplicate({ ...connection, autoResubscribe: false, enableOfflineQueue: true, enableAutoPipelining: false })
     this.sub = sub
     const scripts = cmd as unknown as Redis & Scripts
     if (typeof scripts.ssePublish !== 'function') {
