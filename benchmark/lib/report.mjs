@@ -236,6 +236,14 @@ export function writeReport (file, dir) {
     L.push(`- 8 in flight, plugin ≥ 8× @fastify/sse: ${ratio(pl8, fs8)} (${si(pl8)} vs ${si(fs8)}) — ${verdict(pl8 != null && fs8 != null ? pl8 >= 8 * fs8 : null)}. Per server CPU-second: ${ratio(eff('fanout', nMax, 'plugin'), eff('fanout', nMax, 'fastify-sse'))}.`)
     L.push(`- 1 in flight, plugin ≥ 1.0× the floor with p99 no worse: ${ratio(pl1, fl1)} events/s, p99 ${msf(pl1p)} ms vs ${msf(fl1p)} ms — ${verdict(pl1 != null && fl1 != null && pl1p != null && fl1p != null ? (pl1 >= fl1 && pl1p <= fl1p) : null)}.`)
     L.push(`- ≤ 12 KiB RSS per idle stream (logger off): ${kib(rss)} KiB — ${verdict(rss != null ? rss <= 12 * 1024 : null)}.`)
+    // The Redis issue's target: the subscribing instance keeps ≥ 80% of the memory backend's fan-out.
+    const rd8 = dps('fanout', nMax, 'plugin-redis')
+    const rdLine = (n) => {
+      const r = dps('fanout', n, 'plugin-redis')
+      const m = dps('fanout', n, 'plugin')
+      return `${ratio(r, m)} at N = ${n.toLocaleString('en-US')}`
+    }
+    if (rd8 != null) L.push(`- Redis (2 instances), 8 in flight, ≥ 80% of the memory backend's fan-out: ${ratio(rd8, pl8)} (${si(rd8)} vs ${si(pl8)} deliveries/s) — ${verdict(pl8 != null ? rd8 >= 0.8 * pl8 : null)}. At every N: ${ns.map(rdLine).join(', ')}.`)
     L.push('')
     L.push('![deliveries/s against N, per system](chart.svg)')
     L.push('')
