@@ -7,15 +7,13 @@ import { performance } from 'node:perf_hooks'
 import { Type } from '@sinclair/typebox'
 import { memoryBackend } from '../lib/index.js'
 import { makeApp } from './helpers/index.js'
-import { LoadClient, badSockets, idsHash, memoryAfterGc, mib } from './helpers/load.js'
+import { LoadClient, badSockets, idsHash, memoryAfterGc, mib, now, turn } from './helpers/load.js'
 import { heavySuite } from './helpers/heavy.js'
 
 await heavySuite()
 
 const N = 10_000
 const WARM = 200
-const now = (): number => performance.timeOrigin + performance.now()
-const turn = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
 
 t.setTimeout(120_000)
 

@@ -219,3 +219,9 @@ export function memoryAfterGc (): { rss: number, heap: number, arrayBuffers: num
 }
 
 export const mib = (bytes: number): string => (bytes / 1048576).toFixed(1) + ' MiB'
+
+/** Wall-clock milliseconds with sub-millisecond precision (comparable with a child process's). */
+export const now = (): number => performance.timeOrigin + performance.now()
+
+/** One event-loop turn. */
+export const turn = (): Promise<void> => new Promise(resolve => setImmediate(resolve))
