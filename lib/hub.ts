@@ -130,6 +130,14 @@ type SnapshotOutcome = { ok: true, channel: ChannelImpl, value: unknown } | { ok
 type Listener = (data: unknown, meta: EventMeta) => void
 
 /** A topic with subscribers or listeners in this process. */
+/** What a fresh subscriber is given before live events, and whether its topics were already live. */
+interface Intro {
+  since: number
+  snapshots: Array<Promise<SnapshotOutcome>>
+  /** Every topic's backend subscription was in effect before the head was read: nothing to read between head and live. */
+  live: boolean
+}
+
 class LocalTopic {
   readonly subs = new Set<Subscriber>()
   listeners: Map<string, Set<Listener>> | null = null
@@ -137,6 +145,8 @@ class LocalTopic {
   dirty = false
   /** Resolves once the backend delivers this topic's events: history may be read only after. */
   ready: Promise<void> = Promise.resolve()
+  /** The backend's subscription is in effect (set when `ready` resolves without error). */
+  live = false
   constructor (readonly key: string, readonly channel: ChannelImpl) {}
 
   get idle (): boolean {
@@ -577,9 +587,13 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       // anything else, so every later publish of this process comes after
       // it; snapshots are taken in the same turn, so they match that head.
       const start = asked === null ? this.backend.head() : null
+      // Every topic's subscription already in effect before that head read:
+      // any event after the head arrives live (and is held until the head is
+      // known), so there is no history to read in between.
+      const live = start !== null && targets.every(t => this.topics.get(t.key)?.live === true)
       const snapshots = asked === null ? this.takeSnapshots(reply, targets) : []
       this.attach(sub, targets)
-      this.catchUp(sub, targets.map(t => this.topics.get(t.key) as LocalTopic), asked, start, { since, snapshots }).catch(() => {})
+      this.catchUp(sub, targets.map(t => this.topics.get(t.key) as LocalTopic), asked, start, { since, snapshots, live }).catch(() => {})
     }
     if (iterable !== null) void stream.pipeFrom(iterable)
   }
@@ -754,7 +768,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
     topics: LocalTopic[],
     asked: string | null,
     start: Promise<number> | null,
-    intro: { since: number, snapshots: Array<Promise<SnapshotOutcome>> } = { since: 0, snapshots: [] }
+    intro: Intro = { since: 0, snapshots: [], live: false }
   ): Promise<void> {
     const atOpen = asked !== null
     sub.holding ??= []
@@ -780,7 +794,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
         else from = id.seq
       }
       let missed: HubEvent[] = []
-      if (reason === null) {
+      if (reason === null && !(start !== null && intro.live)) {
         const results = await Promise.all(topics.map(t => this.backend.after(t.key, from)))
         if (results.some(r => r.trimmed)) reason = 'trimmed'
         else missed = results.length === 1 ? results[0].events : results.flatMap(r => r.events).sort(bySeq)
@@ -820,7 +834,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
    * events of each topic (up to `head`), then each channel's snapshot with
    * the head's id, or the head's id alone. Its last id is then `head`.
    */
-  private async introduce (sub: Subscriber, topics: LocalTopic[], head: number, intro: { since: number, snapshots: Array<Promise<SnapshotOutcome>> }, generation: number): Promise<void> {
+  private async introduce (sub: Subscriber, topics: LocalTopic[], head: number, intro: Intro, generation: number): Promise<void> {
     const stream = sub.stream
     const headId = formatId(this.backend.epoch, head)
     if (intro.since < 0) {
@@ -889,10 +903,11 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
   private localTopic (key: string, channel: ChannelImpl): LocalTopic {
     let topic = this.topics.get(key)
     if (topic === undefined) {
-      topic = new LocalTopic(key, channel)
+      const created = new LocalTopic(key, channel)
+      topic = created
       this.topics.set(key, topic)
       this.countsOf(channel).topics++
-      topic.ready = this.backend.subscribe(key, channel.name).catch(err => {
+      topic.ready = this.backend.subscribe(key, channel.name).then(() => { created.live = true }, err => {
         this.log.error({ err, topic: key }, 'fastify-sse-hub: backend subscribe failed')
       })
     }

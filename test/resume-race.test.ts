@@ -225,3 +225,38 @@ t.test('reconnecting in the middle of a 4 MB replay while publishing continues: 
   t.equal(app.sse.stats().slowClientCuts, 0, 'never cut as a slow client')
   t.equal(app.sse.stats().resets, 0)
 })
+
+t.test('fresh subscribers joining while publishing continues: from their head on, every event once, in order', async t => {
+  const seed = Number(process.env.RACE_SEED ?? Date.now() % 100000)
+  t.comment(`seed ${seed} (RACE_SEED=${seed} to replay)`)
+  const rnd = prng(seed)
+  const { url, publish, published, app } = await hubApp(t)
+  // rooms/a is already followed when the others join (its backend
+  // subscription is in effect: no history read between head and live);
+  // rooms/b and rooms/c get their first subscriber while events flow.
+  for (const topic of ['a', 'b', 'c']) await publish(topic, -2)
+  const keeper = await SseClient.open(url + '/follow?t=a')
+  await keeper.until('the head frame', () => headOf(keeper) !== undefined)
+
+  const pub = new Publisher(publish, ['a', 'b', 'c'], rnd)
+  pub.start(400)
+  const joined: Array<{ c: SseClient, follow: string[] }> = []
+  for (let i = 0; i < 24; i++) {
+    const follow = [['a'], ['a', 'b'], ['b'], ['c', 'a']][i % 4]
+    joined.push({ c: await SseClient.open(url + '/follow?t=' + follow.join(',')), follow })
+    await pub.more(1 + rnd(8))
+  }
+  await pub.stop()
+  const last = await Promise.all(['a', 'b', 'c'].map(topic => publish(topic, -1)))
+  for (const { c, follow } of joined) {
+    const want = last.filter(p => follow.includes(p.topic)).map(p => p.id)
+    await c.until('the last events', () => want.every(id => c.events.some(e => e.id === id)), 10_000)
+    const head = headOf(c)
+    t.ok(head !== undefined, 'told its head first')
+    checkExactlyOnce(t, [{ events: received(c.events.slice()), text: c.text, lastSeq: 0 }], published, follow, seqOf(head as string))
+    c.close()
+  }
+  keeper.close()
+  t.comment(`${published.length} published, ${joined.length} fresh subscribers`)
+  t.equal(app.sse.stats().resets, 0)
+})

@@ -422,7 +422,22 @@ export class RedisBackend implements Backend {
     await cmd.publish(this.controlChannel, this.instance + '\n' + message)
   }
 
-  async head (): Promise<number> {
+  /**
+   * Head reads asked for in one tick share one GET: they would travel in
+   * the same auto-pipelined write anyway, so the answer is the same, and a
+   * burst of 10,000 connecting subscribers costs one command instead of 10,000.
+   */
+  head (): Promise<number> {
+    if (this.headInTick !== null) return this.headInTick
+    const read = this.readHead()
+    this.headInTick = read
+    process.nextTick(() => { this.headInTick = null })
+    return read
+  }
+
+  private headInTick: Promise<number> | null = null
+
+  private async readHead (): Promise<number> {
     if (this.down) return this.lastDelivered
     try {
       return Number(await (this.cmd as Redis).get(this.keys.seq) ?? 0)
