@@ -129,7 +129,11 @@ type SnapshotOutcome = { ok: true, channel: ChannelImpl, value: unknown } | { ok
 
 type Listener = (data: unknown, meta: EventMeta) => void
 
-/** A topic with subscribers or listeners in this process. */
+/** @internal The reply has been answered (or hijacked): nothing more may be written through Fastify. */
+export function answered (reply: FastifyReply): boolean {
+  return reply.sent || reply.raw.headersSent
+}
+
 /** What a fresh subscriber is given before live events, and whether its topics were already live. */
 interface Intro {
   since: number
@@ -138,6 +142,7 @@ interface Intro {
   live: boolean
 }
 
+/** A topic with subscribers or listeners in this process. */
 class LocalTopic {
   readonly subs = new Set<Subscriber>()
   listeners: Map<string, Set<Listener>> | null = null
@@ -514,7 +519,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
       }, err => {
         this.settled()
         this.abandon(stream)
-        if (!reply.sent && !reply.raw.headersSent) reply.send(err)
+        if (!answered(reply)) reply.send(err)
       })
     }
     return stream
@@ -558,7 +563,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
 
   private start (reply: FastifyReply, stream: SseStream, targets: Target[], iterable: SseSource | null, tags: string[], lifetime: number, since: number): void {
     // Gone, or answered meanwhile (the handler threw while authorisation was pending: Fastify sent the error).
-    if (reply.raw.destroyed || reply.raw.headersSent) {
+    if (reply.raw.destroyed || answered(reply)) {
       this.abandon(stream)
       return
     }
@@ -689,7 +694,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
 
   private refuse (reply: FastifyReply, stream: SseStream, targets: Target[]): void {
     this.abandon(stream)
-    if (reply.sent || reply.raw.headersSent) return
+    if (answered(reply)) return
     const names = targets.map(t => t.key).join(', ')
     reply.code(403).send(new FST_ERR_SSEHUB_FORBIDDEN(names))
   }
@@ -794,7 +799,7 @@ export class SseHub extends EventEmitter<SseHubEvents> implements ChannelHost, B
         else from = id.seq
       }
       let missed: HubEvent[] = []
-      if (reason === null && !(start !== null && intro.live)) {
+      if (reason === null && !intro.live) {
         const results = await Promise.all(topics.map(t => this.backend.after(t.key, from)))
         if (results.some(r => r.trimmed)) reason = 'trimmed'
         else missed = results.length === 1 ? results[0].events : results.flatMap(r => r.events).sort(bySeq)

@@ -7,7 +7,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify'
 import { normalizeOptions, type SseHubOptions } from './options.js'
 import { Pump, streamOf, type SseStream, type SseSource } from './stream.js'
-import { SseHub, type SseReplyOptions } from './hub.js'
+import { SseHub, answered, type SseReplyOptions } from './hub.js'
 import type { Backend } from './backend.js'
 import { FST_ERR_SSEHUB_ALREADY_REGISTERED, FST_ERR_SSEHUB_REPLY_SENT } from './errors.js'
 
@@ -66,7 +66,7 @@ const plugin: FastifyPluginAsync<SseHubOptions> = async (fastify: FastifyInstanc
 
   fastify.decorate('sse', hub)
   fastify.decorateReply('sse', function sse (this: FastifyReply, source?: SseSource | SseReplyOptions): SseStream {
-    if (this.sent || this.raw.headersSent) throw new FST_ERR_SSEHUB_REPLY_SENT()
+    if (answered(this)) throw new FST_ERR_SSEHUB_REPLY_SENT()
     return hub.reply(this, source)
   })
 

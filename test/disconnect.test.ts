@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap'
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
-import { makeApp, SseClient } from './helpers/index.js'
+import { makeApp, SseClient, finalRetry } from './helpers/index.js'
 import { closeClients } from './helpers/closing.js'
 import { RedisServer, redisSkip } from './helpers/redis.js'
 import { redisBackend } from '../lib/redis.js'
@@ -14,11 +14,6 @@ import type { Backend } from '../lib/index.js'
 const RETRY = 1_000
 const JITTER = 500
 const Item = Type.Object({ n: Type.Number() })
-
-function finalRetry (c: SseClient): number | null {
-  const m = /retry: (\d+)\n\n$/.exec(c.text)
-  return m === null ? null : Number(m[1])
-}
 
 const BAD_TAGS: Array<[string, unknown]> = [
   ['a string, not an array', 'user:1'],

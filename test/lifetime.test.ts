@@ -6,19 +6,13 @@
 import t, { type Test } from 'tap'
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
-import { makeApp, SseClient } from './helpers/index.js'
+import { makeApp, SseClient, finalRetry } from './helpers/index.js'
 import { closeClients } from './helpers/closing.js'
 import { trackLibTimers } from './helpers/timers.js'
 
 const RETRY = 1_000
 const JITTER = 500
 const Item = Type.Object({ n: Type.Number() })
-
-/** The `retry:` value of the frame the body ends with, or null. */
-function finalRetry (c: SseClient): number | null {
-  const m = /retry: (\d+)\n\n$/.exec(c.text)
-  return m === null ? null : Number(m[1])
-}
 
 /** An app with a token-checking onRequest hook (counting its calls) and a news channel. */
 async function authApp (t: Test, plugin: Record<string, unknown>) {

@@ -4,7 +4,7 @@
 // published count or history (a resume replays none of it). A route that lets
 // the error through answers 400 JSON; the channel's schema doubles as a route
 // body schema; properties a plain Type.Object allows reach the wire as given.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Type } from '@sinclair/typebox'
 import { makeApp, SseClient } from './helpers/index.js'
 import { closeClients } from './helpers/closing.js'
@@ -151,7 +151,8 @@ t.test('README pattern: the event schema as the route body schema refuses a bad 
   t.equal(app.sse.stats().published, 1)
 })
 
-t.test('extra properties: a plain Type.Object lets them through, and they reach the wire as JSON.stringify writes them', async t => {
+/** An app with a `ticker` channel (one `price` event) and one client following it, past its head. */
+async function tickerStream (t: Test) {
   let ticker!: { publish: (e: 'price', d: { symbol: string, price: number }) => Promise<string> }
   const { url, logs, untilLog } = await makeApp(t, app => {
     const ch = app.sse.channel('ticker', { events: { price: Type.Object({ symbol: Type.String(), price: Type.Number() }) } })
@@ -160,6 +161,11 @@ t.test('extra properties: a plain Type.Object lets them through, and they reach 
   })
   const c = await SseClient.open(url + '/s')
   await c.until('head id', () => /^id: /m.test(c.text))
+  return { ticker, c, logs, untilLog }
+}
+
+t.test('extra properties: a plain Type.Object lets them through, and they reach the wire as JSON.stringify writes them', async t => {
+  const { ticker, c, logs, untilLog } = await tickerStream(t)
   const payload = { symbol: 'X', price: 1, note: 'extra', nested: { deep: [1, 'two'] } }
   const id = await ticker.publish('price', payload)
   await c.waitEvents(1)
@@ -170,14 +176,7 @@ t.test('extra properties: a plain Type.Object lets them through, and they reach 
 })
 
 t.test('what reaches the wire is what was validated (toJSON cannot swap the payload after the check)', async t => {
-  let ticker!: { publish: (e: 'price', d: { symbol: string, price: number }) => Promise<string> }
-  const { url, logs, untilLog } = await makeApp(t, app => {
-    const ch = app.sse.channel('ticker', { events: { price: Type.Object({ symbol: Type.String(), price: Type.Number() }) } })
-    ticker = ch
-    app.get('/s', (req, reply) => reply.sse({ subscribe: [ch] }))
-  })
-  const c = await SseClient.open(url + '/s')
-  await c.until('head id', () => /^id: /m.test(c.text))
+  const { ticker, c, logs, untilLog } = await tickerStream(t)
   // A class instance passes the object check (its toJSON is on the prototype,
   // not an own property), but JSON.stringify sends what toJSON returns.
   class Sneaky {

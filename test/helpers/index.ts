@@ -212,3 +212,9 @@ export class SseClient extends Wakeable {
     this.connection?.destroy().catch(() => {})
   }
 }
+
+/** The `retry:` value of the frame the body ends with, or null. */
+export function finalRetry (c: SseClient): number | null {
+  const m = /retry: (\d+)\n\n$/.exec(c.text)
+  return m === null ? null : Number(m[1])
+}
