@@ -1,14 +1,17 @@
 /**
- * The Backend interface the hub talks to. A backend assigns ids, keeps
- * history and carries events to every process; it knows nothing of HTTP,
- * streams or channels' schemas. The hub never knows which backend it runs on.
+ * The Backend contract: what the hub asks of the store and transport behind
+ * it, and what it gives back. A backend assigns ids, keeps history and
+ * carries events to every process; it knows nothing of HTTP, streams or
+ * channels' schemas, and the hub never knows which backend it runs on.
+ *
+ * Every backend proves it keeps this contract by running the shared suite
+ * of `fastify-sse-hub/testing` (`backendContract`).
  */
 import type { FastifyBaseLogger } from 'fastify'
-import type { HistoryAfter, HistoryLimits } from './history.js'
 
-export type { HistoryAfter, HistoryLimits } from './history.js'
+export { formatId, parseId, newEpoch } from './ids.js'
 
-/** One published event as the backend carries it. */
+/** One published event as the backend carries it. Immutable once made. */
 export interface HubEvent {
   /** The hub id: `<epoch>-<seq>`, opaque ASCII of at most 64 bytes. */
   readonly id: string
@@ -17,34 +20,59 @@ export interface HubEvent {
   /** The topic key (`ticker`, `rooms/a`). */
   readonly topic: string
   /** The name of the channel the topic belongs to (`ticker`, `rooms/:roomId`). */
-  readonly channel?: string
+  readonly channel: string
   /** The event name. */
   readonly event: string
   /** The payload as JSON text, serialised once by the publisher. */
   readonly data: string
-  /** The payload object, when published in this process (spares local listeners a parse). */
-  payload?: unknown
-  /** The SSE frame, built at most once per process and shared by every stream and replay. */
-  frame?: Buffer
+}
+
+/** The history bounds a backend applies, from the plugin options. */
+export interface HistoryLimits {
+  /** Events kept per topic. */
+  history: number
+  /** Age in ms after which an event leaves history; 0 keeps events until other bounds drop them. */
+  historyTtl: number
+  /** Bytes of history kept for the whole hub (backends that hold history in this process). */
+  maxHistoryBytes: number
+  /** Topics with history but no subscriber kept at most (backends that hold history in this process). */
+  maxIdleTopics: number
+}
+
+/** One consistent read of the history of some topics. */
+export interface HistoryRead {
+  /**
+   * The highest seq assigned in the whole hub at the moment of the read. Every
+   * event of the topics read with a seq in (after, head] is in `events` (unless
+   * `trimmed`); every later one is delivered live.
+   */
+  head: number
+  /** The events of the topics read with a seq in (after, head], merged in seq order. Empty when `trimmed`. */
+  events: HubEvent[]
+  /** True when some event of these topics after `after` is no longer in history: the caller must signal a gap. */
+  trimmed: boolean
 }
 
 /** What the hub gives a backend when it starts. */
 export interface BackendHost {
   /**
    * Takes the events of every topic this process subscribed to, each exactly
-   * once, in strictly increasing `seq` order across all topics.
+   * once, in strictly increasing `seq` order across all topics. `payload` is
+   * the published object when the event was published in this process (it
+   * spares local listeners a parse); the backend must not keep it.
    */
-  deliver: (event: HubEvent) => void
+  deliver: (event: HubEvent, payload?: unknown) => void
   /**
-   * Tells the hub that events of subscribed topics may have been missed (for
-   * example a broken connection to the broker). The hub resumes every stream
-   * from history, or signals `reset` where history no longer covers the gap.
+   * Tells the hub that events of subscribed topics may have been missed (a
+   * broken or stalled connection to the broker). The hub brings every stream
+   * up to date from history, or signals `reset` where history no longer
+   * covers the gap.
    */
   interrupted: () => void
   /**
    * Tells the hub that the backend's history was replaced (a new epoch: the
-   * broker was flushed or swapped). Every stream gets `reset` and follows the
-   * new epoch from its start. `oldEpoch` is the epoch streams were on.
+   * broker was flushed, swapped, or went backwards). Every stream gets one
+   * `reset` and follows the new epoch from its start. Called once per change.
    */
   epochChanged: (oldEpoch: string) => void
   /** A control message another process broadcast (never this process's own). */
@@ -54,54 +82,60 @@ export interface BackendHost {
 }
 
 /**
- * A hub backend. The contract, which every backend passes in the shared
- * contract tests:
+ * A hub backend. The contract (`backendContract` checks each point):
  * - `start()` resolves once `epoch` is known and `publish` may be called.
  * - `publish()` assigns the next id (strictly increasing across all topics of
- *   the hub, in one order shared by every process), stores the event in
- *   history, and carries it to every process that subscribed to its topic;
- *   it resolves to the stored event, or rejects with nothing stored.
+ *   the hub, in one order shared by every process; never an id an earlier
+ *   event had), stores the event in history, and carries it to every process
+ *   that subscribed to its topic; it resolves to the stored event, or
+ *   rejects with a coded error.
  * - `subscribe(topic)` makes this process receive the topic's events through
- *   `host.deliver`; it is called once per topic however many local
+ *   `host.deliver`; the hub calls it once per topic however many local
  *   subscribers, and `unsubscribe(topic)` once when the last leaves. A
- *   backend may deliver more than was subscribed (the memory backend
- *   delivers everything); the hub drops what nobody here follows.
- * - `after(topic, seq)` returns the events of `topic` with a higher seq, in
- *   order, or says that some were trimmed.
+ *   backend may deliver more than was subscribed; the hub drops what nobody
+ *   here follows.
+ * - `read(topics, after)` is ONE consistent snapshot of those topics'
+ *   history (see {@link HistoryRead}); when it resolves, every event of a
+ *   subscribed topic with a seq at or below its `head` has already been
+ *   handed to `host.deliver`.
  * - `head()` is the highest seq assigned so far.
  * - `close()` releases what the backend opened.
+ *
+ * Optional capabilities: `subscribeChannel`/`unsubscribeChannel` (channel-wide
+ * listeners across processes) and `broadcast` (control messages across
+ * processes); a single-process backend leaves them out.
  */
 export interface Backend {
   /** The epoch carried by every id: a new one means a new history, so old ids get `reset`. */
   readonly epoch: string
   /** Starts the backend with the hub's bounds. */
   start: (host: BackendHost, limits: HistoryLimits) => Promise<void>
-  /** Publishes one serialised event; see the interface note. */
+  /** Publishes one serialised event; `payload` is only passed back to this process's `host.deliver`. */
   publish: (topic: string, event: string, data: string, payload: unknown, channel: string) => Promise<HubEvent>
   /** Starts delivering `topic` (of channel `channel`) to this process; resolves once it is in effect. */
   subscribe: (topic: string, channel: string) => Promise<void>
   /** Stops delivering `topic` (of channel `channel`) to this process. */
   unsubscribe: (topic: string, channel: string) => void
-  /**
-   * Starts delivering every topic of channel `channel` (for channel-wide
-   * listeners); with `subscribe` on some of them too, each event still
-   * arrives once. Resolves once it is in effect.
-   */
-  subscribeChannel: (channel: string) => Promise<void>
-  /** Stops `subscribeChannel`. */
-  unsubscribeChannel: (channel: string) => void
-  /** The events after `seq` on `topic`, or `trimmed`. */
-  after: (topic: string, seq: number) => Promise<HistoryAfter>
+  /** One consistent read of `topics` after `after`; see {@link HistoryRead}. */
+  read: (topics: readonly string[], after: number) => Promise<HistoryRead>
   /** The newest `count` events of `topic` still in history, oldest first. */
   latest: (topic: string, count: number) => Promise<HubEvent[]>
-  /** Sends a control message to every other process of the hub (none on a single-process backend). */
-  broadcast: (message: string) => Promise<void>
   /** The highest seq assigned so far. */
   head: () => Promise<number>
   /** Counts for `stats()`. */
   stats: () => BackendStats
   /** Releases connections and timers the backend opened. */
   close: () => Promise<void>
+  /**
+   * Starts delivering every topic of channel `channel` (for channel-wide
+   * listeners); with `subscribe` on some of them too, each event still
+   * arrives once. Resolves once it is in effect.
+   */
+  subscribeChannel?: (channel: string) => Promise<void>
+  /** Stops `subscribeChannel`. */
+  unsubscribeChannel?: (channel: string) => void
+  /** Sends a control message to every other process of the hub. */
+  broadcast?: (message: string) => Promise<void>
 }
 
 /** A backend's part of `stats()`. */
@@ -118,22 +152,16 @@ export interface BackendStats {
   topics: number
 }
 
-const ID = /^([a-z0-9]{1,24})-(\d{1,16})$/
-
-/** The id of `seq` in `epoch`. */
-export function formatId (epoch: string, seq: number): string {
-  return epoch + '-' + seq
-}
-
-/** Splits a hub id into epoch and seq; null if it is not one. */
-export function parseId (id: string): { epoch: string, seq: number } | null {
-  const m = ID.exec(id)
-  if (m === null) return null
-  const seq = Number(m[2])
-  return Number.isSafeInteger(seq) ? { epoch: m[1], seq } : null
-}
-
-/** A fresh epoch: the time in base 36 and a random tail, unique per history. */
-export function newEpoch (): string {
-  return Date.now().toString(36) + Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, '0')
+/** Merges per-topic lists, each in seq order, into one list in seq order. */
+export function mergeBySeq (lists: HubEvent[][]): HubEvent[] {
+  let nonEmpty = 0
+  let only: HubEvent[] = []
+  for (const list of lists) {
+    if (list.length > 0) {
+      nonEmpty++
+      only = list
+    }
+  }
+  if (nonEmpty <= 1) return only
+  return lists.flat().sort((a, b) => a.seq - b.seq)
 }

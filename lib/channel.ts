@@ -159,6 +159,8 @@ export class ChannelImpl implements Subscribable {
       if (PARAM_SEGMENT.test(segment)) {
         const param = segment.slice(1)
         if (paramNames.includes(param)) throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `parameter ":${param}" appears twice`)
+        // As an object key it would set the prototype, and every topic would share one key.
+        if (param === '__proto__') throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, 'a parameter cannot be named "__proto__"; choose another name')
         paramNames.push(param)
       } else if (!NAME_SEGMENT.test(segment)) {
         throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `segment "${segment}" must be letters, digits, "_", "." or "-", or a parameter like ":roomId"`)
@@ -213,7 +215,7 @@ export class ChannelImpl implements Subscribable {
     if (params === null || typeof params !== 'object') {
       throw new FST_ERR_SSEHUB_TOPIC_INVALID(this.name, `expected parameters { ${this.paramNames.join(', ')} }`)
     }
-    const values: Record<string, string> = {}
+    const values: Record<string, string> = Object.create(null)
     for (const param of this.paramNames) {
       const value = (params as Record<string, unknown>)[param]
       if (typeof value !== 'string' || value.length === 0 || value.length > 128) {

@@ -9,6 +9,7 @@ import {
   FST_ERR_SSEHUB_FIELD_INVALID,
   FST_ERR_SSEHUB_RETRY_INVALID
 } from './errors.js'
+import type { HubEvent } from './backend.js'
 
 /** One event as handed to `stream.send()` or yielded by an iterable. */
 export interface SseMessage {
@@ -152,4 +153,70 @@ export function packetOf (frames: readonly Buffer[], bytes: number): Packet {
 /** One packet from one frame. */
 export function packet (frame: Buffer): Packet {
   return packetOf([frame], frame.length)
+}
+
+/*
+ * Hub frames. A hub event is `event`, `id`, then its JSON as one `data:` line
+ * (JSON text holds no raw CR or LF). Built here and only here.
+ */
+
+const kFrame = Symbol('fastify-sse-hub.frame')
+type Framed = HubEvent & { [kFrame]?: Buffer }
+
+/**
+ * The SSE frame of a hub event, built at most once per process: the frame is
+ * kept on the event (under a private symbol, invisible to backends), so every
+ * stream and every replay shares the same bytes.
+ */
+export function eventFrame (ev: HubEvent): Buffer {
+  const framed = ev as Framed
+  return framed[kFrame] ??= Buffer.from('event: ' + ev.event + '\nid: ' + ev.id + '\ndata: ' + ev.data + '\n\n')
+}
+
+/** One packet holding the frames of `events`, in order: shared as is by every subscriber of a topic. */
+export function eventsPacket (events: readonly HubEvent[]): Packet {
+  let bytes = 0
+  const frames = new Array<Buffer>(events.length)
+  for (let i = 0; i < events.length; i++) {
+    frames[i] = eventFrame(events[i])
+    bytes += frames[i].length
+  }
+  return packetOf(frames, bytes)
+}
+
+/**
+ * The most bytes a hub event with this name and JSON can take once framed:
+ * the JSON, the name, and the fixed fields with an id of at most 64 bytes,
+ * counted from above (checked before the id exists).
+ */
+export function framedSize (event: string, json: string): number {
+  return Buffer.byteLength(json) + event.length + 96
+}
+
+/** Why a resume could not replay what the client missed. */
+export type ResetReason = 'unknown' | 'trimmed' | 'epoch'
+
+/** The `reset` event: `asked` is the client's last id (cut to 64 bytes), `headId` where it now stands. */
+export function resetFrame (headId: string, asked: string, reason: ResetReason): Buffer {
+  return Buffer.from(`event: reset\nid: ${headId}\ndata: ${JSON.stringify({ lastEventId: asked.slice(0, 64), reason })}\n\n`)
+}
+
+/**
+ * The frame that tells a fresh subscriber its starting id. An event with
+ * (empty) data, not an id-only block: only Chromium adopts the id of a block
+ * that dispatches nothing; eventsource, Firefox and Safari need a dispatched
+ * event. Nobody listens for this name.
+ */
+export function headFrame (name: string, headId: string): Buffer {
+  return Buffer.from(`event: ${name}\nid: ${headId}\ndata:\n\n`)
+}
+
+/** A channel snapshot sent with the head's id; `head` is the channel's precomputed `event: <name>\nid: `. */
+export function snapshotFrame (head: string, headId: string, json: string): Buffer {
+  return Buffer.from(head + headId + '\ndata: ' + json + '\n\n')
+}
+
+/** A lone `retry:` field: when to come back. */
+export function retryFrame (ms: number): Buffer {
+  return Buffer.from(`retry: ${ms}\n\n`)
 }

@@ -6,8 +6,9 @@ import fp from 'fastify-plugin'
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify'
 import { normalizeOptions, type SseHubOptions } from './options.js'
-import { Pump, streamOf, type SseStream, type SseSource } from './stream.js'
-import { SseHub, answered, type SseReplyOptions } from './hub.js'
+import { Pump } from './pump.js'
+import { streamOf, type SseStream, type SseSource } from './stream.js'
+import { SseHub, answered, type SseReplyOptions } from './hub/index.js'
 import type { Backend } from './backend.js'
 import { FST_ERR_SSEHUB_ALREADY_REGISTERED, FST_ERR_SSEHUB_REPLY_SENT } from './errors.js'
 
@@ -60,9 +61,8 @@ const plugin: FastifyPluginAsync<SseHubOptions> = async (fastify: FastifyInstanc
   const options = normalizeOptions(own as SseHubOptions)
   const pump = new Pump(options)
   const backend = options.backend as Backend
-  const hub = new SseHub(pump, backend, options)
-  hub.log = fastify.log
-  await backend.start(hub, options)
+  const hub = new SseHub(pump, backend, options, fastify.log)
+  await backend.start(hub.backendHost, options)
 
   fastify.decorate('sse', hub)
   fastify.decorateReply('sse', function sse (this: FastifyReply, source?: SseSource | SseReplyOptions): SseStream {
@@ -90,7 +90,7 @@ export default ssePlugin
 export { ssePlugin as fastifySseHub }
 
 export { SseStream, type SseSource, type CloseReason } from './stream.js'
-export { SseHub, HEAD_EVENT, type SseStats, type SseReplyOptions, type SseHubEvents, type ResetReason } from './hub.js'
+export { SseHub, HEAD_EVENT, type SseStats, type SseReplyOptions, type SseHubEvents, type ResetReason } from './hub/index.js'
 export type { SseHubOptions } from './options.js'
 export {
   defineChannel,
@@ -107,6 +107,7 @@ export {
   type TopicParams
 } from './channel.js'
 export { memoryBackend } from './backends/memory.js'
-export { formatId, parseId, type Backend, type BackendHost, type BackendStats, type HubEvent } from './backend.js'
+export { formatId, parseId } from './ids.js'
+export type { Backend, BackendHost, BackendStats, HubEvent, HistoryRead, HistoryLimits } from './backend.js'
 export type { SseMessage } from './encoder.js'
 export * as errors from './errors.js'

@@ -44,12 +44,25 @@ export interface SseHubOptions {
    */
   maxEventBytes?: number
   /**
-   * Unsent bytes a connection may hold before the server cuts it as a slow
-   * client (it reconnects and resumes). Must be at least `maxEventBytes`.
-   * A connection never holds more than this plus one write.
+   * Unsent bytes of its own a connection may hold before the server cuts it
+   * as a slow client (it reconnects and resumes): what `send()` and
+   * replays queue for it alone, never more than this plus one write. Hub
+   * events shared with other subscribers count once in memory; a
+   * connection holding more than this in all is watched, and cut after
+   * `slowClientTimeout` without progress or past 16 times this.
+   * Must be at least `maxEventBytes`.
    * @default 4194304 (4 MiB)
    */
   maxBufferedBytes?: number
+  /**
+   * A stream holding more than `maxBufferedBytes` unsent that makes no
+   * progress (its client reads nothing) for this many ms is cut as a slow
+   * client. A client that keeps reading is never cut for a burst that it
+   * shares with other subscribers, however large, up to 16 times
+   * `maxBufferedBytes` unsent; see the README's "Slow clients".
+   * @default 5000
+   */
+  slowClientTimeout?: number
   /**
    * Events kept per topic for `Last-Event-ID` resume. A client that missed
    * more gets a `reset` event instead of a silent gap.
@@ -121,6 +134,7 @@ export interface NormalizedOptions {
   readonly shutdownJitter: number
   readonly maxEventBytes: number
   readonly maxBufferedBytes: number
+  readonly slowClientTimeout: number
   readonly history: number
   readonly historyTtl: number
   readonly maxHistoryBytes: number
@@ -140,6 +154,7 @@ export const defaults: NormalizedOptions = Object.freeze({
   shutdownJitter: 10_000,
   maxEventBytes: 1024 * 1024,
   maxBufferedBytes: 4 * 1024 * 1024,
+  slowClientTimeout: 5_000,
   history: 1_000,
   historyTtl: 600_000,
   maxHistoryBytes: 64 * 1024 * 1024,
@@ -185,6 +200,7 @@ export function normalizeOptions (options: SseHubOptions = {}): NormalizedOption
     shutdownJitter: int('shutdownJitter', o.shutdownJitter, 0, MAX_MS),
     maxEventBytes: int('maxEventBytes', o.maxEventBytes, 64, 2 ** 30),
     maxBufferedBytes: int('maxBufferedBytes', o.maxBufferedBytes, 64, 2 ** 32),
+    slowClientTimeout: int('slowClientTimeout', o.slowClientTimeout, 100, MAX_MS),
     history: int('history', o.history, 0, 10_000_000),
     historyTtl: int('historyTtl', o.historyTtl, 0, MAX_MS),
     maxHistoryBytes: int('maxHistoryBytes', o.maxHistoryBytes, 0, Number.MAX_SAFE_INTEGER),
@@ -197,7 +213,7 @@ export function normalizeOptions (options: SseHubOptions = {}): NormalizedOption
   }
   if (typeof result.clientKey !== 'function') throw new FST_ERR_SSEHUB_OPTION_INVALID('clientKey', 'must be a function (request) => string')
   const b = result.backend as Partial<Backend> | null
-  if (b === null || typeof b !== 'object' || typeof b.start !== 'function' || typeof b.publish !== 'function' || typeof b.after !== 'function') {
+  if (b === null || typeof b !== 'object' || typeof b.start !== 'function' || typeof b.publish !== 'function' || typeof b.read !== 'function') {
     throw new FST_ERR_SSEHUB_OPTION_INVALID('backend', 'must be a backend such as memoryBackend() or redisBackend({ url })')
   }
   if (result.maxBufferedBytes < result.maxEventBytes) {

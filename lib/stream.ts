@@ -1,23 +1,27 @@
 /**
  * One SSE connection: headers, coalesced writes, heartbeat, backpressure and
- * close. Plus the `Pump` that all streams of one plugin instance share: the
- * single flush per event-loop turn and the single heartbeat timer.
+ * one way to end. The hub's per-stream state lives on the hub's side; the
+ * stream reaches the hub only through the small `StreamOwner` it was given.
  */
 import { Socket } from 'node:net'
 import type { ServerResponse } from 'node:http'
 import type { Http2ServerResponse } from 'node:http2'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
-import { encode, commentText, packet, packetOf, type Packet, type SseMessage } from './encoder.js'
-import type { NormalizedOptions } from './options.js'
+import { encode, commentText, packet, packetOf, retryFrame, type Packet, type SseMessage } from './encoder.js'
+import { PRINTABLE } from './ids.js'
+import type { Pump } from './pump.js'
 import type { Subscribable } from './channel.js'
+import { FST_ERR_SSEHUB_NO_HUB } from './errors.js'
 
 /** What ended a stream, as logged and counted. */
 export type CloseReason = 'client' | 'server' | 'end' | 'error' | 'slow' | 'shutdown' | 'expired' | 'disconnect' | 'shed'
 
-/** What a stream asks of the hub (kept as an interface: the hub imports this file, not the reverse). */
-export interface HubLink {
-  subscribeStream: (stream: SseStream, list: Subscribable[]) => Promise<void>
-  unsubscribeStream: (stream: SseStream, list: Subscribable[]) => void
+/** @internal What a stream asks of the hub that opened it. */
+export interface StreamOwner {
+  subscribe: (stream: SseStream, list: Subscribable[]) => Promise<void>
+  unsubscribe: (stream: SseStream, list: Subscribable[]) => void
+  /** The stream ended (once), after it released its socket. */
+  closed: (stream: SseStream, reason: CloseReason) => void
 }
 
 /** A source for `reply.sse(source)`: every value is sent as one event. */
@@ -27,12 +31,12 @@ type Response = ServerResponse | Http2ServerResponse
 
 /** Pacing threshold for sources and replays: pull more only below this many unsent bytes. */
 const PACE_BYTES = 64 * 1024
-/** The heartbeat timer ticks this many times per `heartbeat` interval. */
-const TICKS_PER_BEAT = 4
-/** How often the shared lifetime sweep looks for streams past their deadline. */
-const LIFETIME_SWEEP_MS = 250
-/** Printable ASCII, at most 128 bytes: what a resumable id may be. */
-const VALID_LAST_EVENT_ID = /^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$/
+/**
+ * Unsent bytes past which a stream is cut at once, as a multiple of
+ * `maxBufferedBytes`, even while it drains: the bound on what one stream can
+ * keep alive (bytes shared with other streams included).
+ */
+export const BACKLOG_FACTOR = 16
 
 const HEARTBEAT = packet(Buffer.from(':\n\n'))
 const kStream = Symbol('fastify-sse-hub.stream')
@@ -46,154 +50,36 @@ function flatten (s: string): void {
 /** The tags of a stream given none: one shared array, not one per stream. */
 const NO_TAGS: readonly string[] = Object.freeze([])
 
-/**
- * The state all streams of one plugin instance share: the set of open
- * streams, the list of streams with frames to write this turn (flushed once,
- * in one `setImmediate`), the heartbeat clock, and the counters of `stats()`.
- */
-export class Pump {
-  readonly options: NormalizedOptions
-  readonly streams = new Set<SseStream>()
-  /** Heartbeat clock, advanced by the shared timer; streams note it on each write. */
-  tick = 0
-  /** Streams opened since start. */
-  opened = 0
-  /** Streams cut for holding more than `maxBufferedBytes` unsent. */
-  slowClientCuts = 0
-  /** Socket writes made (each connection at most one per event-loop turn). */
-  writes = 0
-  /** Heartbeat comments written. */
-  heartbeats = 0
-  closing = false
-  /** Runs first in every flush: the hub fans this turn's topic batches out into streams. */
-  beforeFlush: (() => void) | null = null
-  /** Called when a stream ends, so the hub can drop its subscriptions. */
-  onStreamClosed: ((stream: SseStream, reason: CloseReason) => void) | null = null
-  /** The hub, for `stream.subscribe()` / `stream.unsubscribe()`. */
-  link: HubLink | null = null
-
-  /** Streams with a lifetime, and when each ends (ms since epoch): swept by one shared timer, not one timer each. */
-  private readonly expiring = new Map<SseStream, number>()
-  private lifetimeTimer: NodeJS.Timeout | null = null
-  private dirty: SseStream[] = []
-  private flushScheduled = false
-  private flushing = false
-  private flushAgain = false
-  private beatTimer: NodeJS.Timeout | null = null
-
-  constructor (options: NormalizedOptions) {
-    this.options = options
-  }
-
-  /** Queues `stream` for the next flush. */
-  schedule (stream: SseStream): void {
-    this.dirty.push(stream)
-    this.requestFlush()
-  }
-
-  /** Makes sure a flush runs this event-loop turn: one `setImmediate` serves every stream and topic. */
-  requestFlush (): void {
-    if (this.flushing) {
-      this.flushAgain = true
-    } else if (!this.flushScheduled) {
-      this.flushScheduled = true
-      setImmediate(this.flush)
-    }
-  }
-
-  private readonly flush = (): void => {
-    this.flushing = true
-    try {
-      if (this.beforeFlush !== null) this.beforeFlush()
-      const list = this.dirty
-      this.dirty = []
-      for (let i = 0; i < list.length; i++) list[i].flush()
-    } finally {
-      this.flushing = false
-      this.flushScheduled = false
-      if (this.flushAgain || this.dirty.length > 0) {
-        this.flushAgain = false
-        this.requestFlush()
-      }
-    }
-  }
-
-  add (stream: SseStream): void {
-    this.streams.add(stream)
-    this.opened++
-    if (this.beatTimer === null && this.options.heartbeat !== false) {
-      this.beatTimer = setInterval(this.beat, Math.max(1, Math.floor(this.options.heartbeat / TICKS_PER_BEAT)))
-      this.beatTimer.unref()
-    }
-  }
-
-  remove (stream: SseStream): void {
-    this.streams.delete(stream)
-    if (this.streams.size === 0 && this.beatTimer !== null) {
-      clearInterval(this.beatTimer)
-      this.beatTimer = null
-    }
-    if (this.expiring.delete(stream) && this.expiring.size === 0 && this.lifetimeTimer !== null) {
-      clearInterval(this.lifetimeTimer)
-      this.lifetimeTimer = null
-    }
-  }
-
-  /** Ends `stream` (with a jittered `retry:`) once `ms` have passed. */
-  expireAfter (stream: SseStream, ms: number): void {
-    this.expiring.set(stream, Date.now() + ms)
-    if (this.lifetimeTimer === null) {
-      this.lifetimeTimer = setInterval(this.sweep, LIFETIME_SWEEP_MS)
-      this.lifetimeTimer.unref()
-    }
-  }
-
-  private readonly sweep = (): void => {
-    const now = Date.now()
-    for (const [stream, deadline] of this.expiring) {
-      if (deadline <= now) stream.expire(this.jitteredRetry(this.retryBase(), this.options.retryJitter))
-    }
-  }
-
-  /** The `retry` option, or the common browser default when it is off. */
-  retryBase (): number {
-    return this.options.retry === false ? 3_000 : this.options.retry
-  }
-
-  /**
-   * One tick of the shared heartbeat clock. A stream last written to at tick
-   * k gets a comment at tick k + TICKS_PER_BEAT: silent for between 3/4 of
-   * `heartbeat` and `heartbeat`, never longer, and never while it carries traffic.
-   */
-  private readonly beat = (): void => {
-    const due = ++this.tick - TICKS_PER_BEAT
-    for (const stream of this.streams) {
-      if (stream.lastWriteTick <= due) stream.heartbeat()
-    }
-  }
-
-  /** A `retry:` value with this instance's jitter added: `base + random(0..jitter)`. */
-  jitteredRetry (base: number, jitter: number): number {
-    return base + Math.floor(Math.random() * (jitter + 1))
-  }
-
-  /** Ends every open stream, each first told to come back after a jittered delay. */
-  shutdown (): void {
-    this.closing = true
-    const base = this.retryBase()
-    for (const stream of [...this.streams]) {
-      stream.shutdown(this.jitteredRetry(base, this.options.shutdownJitter))
-    }
-  }
-}
-
 /** @internal The stream open on this response, if any. */
 export function streamOf (res: unknown): SseStream | undefined {
   return (res as { [kStream]?: SseStream } | null | undefined)?.[kStream]
 }
 
 function onResponseClose (this: Response & { [kStream]?: SseStream }): void {
-  this[kStream]?.gone()
+  this[kStream]?.end('client')
+}
+
+/**
+ * Where the shared packets written to a stream end in its byte count, so the
+ * bytes it holds of its own can be told from bytes it shares with other
+ * streams (which cost memory once, however many streams hold them).
+ */
+class SharedWrites {
+  readonly ends: number[] = []
+  readonly sizes: number[] = []
+  head = 0
+  /** Shared bytes still unsent when `drained` bytes of the stream have gone out. */
+  unsent (drained: number): number {
+    while (this.head < this.ends.length && this.ends[this.head] <= drained) this.head++
+    if (this.head > 64 && this.head * 2 > this.ends.length) {
+      this.ends.splice(0, this.head)
+      this.sizes.splice(0, this.head)
+      this.head = 0
+    }
+    let bytes = 0
+    for (let i = this.head; i < this.ends.length; i++) bytes += Math.min(this.sizes[i], this.ends[i] - drained)
+    return bytes
+  }
 }
 
 /**
@@ -216,19 +102,14 @@ export class SseStream implements PromiseLike<void> {
   readonly invalidLastEventId: string | undefined
   /** The Fastify request this stream answers. */
   readonly request: FastifyRequest
+  /** The tags given at `reply.sse({ tags })`, for `fastify.sse.disconnect({ tag })`. */
+  readonly tags: readonly string[]
 
   /** @internal Heartbeat clock value at the last write. */
   lastWriteTick: number
-  /** @internal The hub's per-stream state (its subscriptions), owned by the hub. */
-  hubState: unknown = null
-  /** The tags given at `reply.sse({ tags })`, for `fastify.sse.disconnect({ tag })`. */
-  tags: readonly string[] = NO_TAGS
-  /** @internal The key this stream counts under for `maxStreamsPerClient`. */
-  clientKey: string | null = null
-  /** @internal The hub emitted 'connect' for it, so it owes a 'disconnect'. */
-  announced = false
 
   private readonly pump: Pump
+  private readonly owner: StreamOwner | null
   private readonly res: Response
   /** The reply: its logger, and its start time for the closing log line. */
   private readonly reply: FastifyReply
@@ -242,6 +123,13 @@ export class SseStream implements PromiseLike<void> {
   /** Headers and the opening frame have gone out. */
   private started = false
   private isClosed = false
+  /** Bytes handed to the connection so far: with its unsent count, how much has drained. */
+  private handed = 0
+  /** Shared packets among them, once any was left unsent (see SharedWrites). */
+  private shared: SharedWrites | null = null
+  /** On the slow-client watch: the drained count last seen, and when it last moved. */
+  private watchedDrained = -1
+  private progressAt = 0
   private closeFns: Array<() => void> | null = null
   private abort: AbortController | null = null
   private closedPromise: Promise<void> | null = null
@@ -254,17 +142,21 @@ export class SseStream implements PromiseLike<void> {
   }
 
   /** @internal Use `reply.sse()`. */
-  constructor (pump: Pump, request: FastifyRequest, reply: FastifyReply) {
+  constructor (pump: Pump, owner: StreamOwner | null, reply: FastifyReply, tags: readonly string[] = NO_TAGS) {
     this.pump = pump
-    this.request = request
+    this.owner = owner
+    this.request = reply.request
     this.res = reply.raw
     this.reply = reply
+    this.tags = tags.length === 0 ? NO_TAGS : tags
     this.lastWriteTick = pump.tick
-    const id = readLastEventId(request)
-    if (id === undefined || VALID_LAST_EVENT_ID.test(id)) {
+    const id = readLastEventId(reply.request)
+    if (id === undefined || (typeof id === 'string' && PRINTABLE.test(id))) {
       this.lastEventId = id
     } else {
-      this.invalidLastEventId = id.slice(0, 64).replace(/[^\x20-\x7e]/g, '?')
+      // Malformed, or given twice (`?lastEventId=a&lastEventId=b`): never a silent fresh start.
+      const text = typeof id === 'string' ? id : id.join(',')
+      this.invalidLastEventId = text.slice(0, 64).replace(/[^\x20-\x7e]/g, '?')
     }
   }
 
@@ -316,26 +208,12 @@ export class SseStream implements PromiseLike<void> {
     this.opened = true
 
     // The opening frame goes first, before anything sent while the open was pending.
-    const { retry, retryJitter } = this.pump.options
-    this.queue.unshift(Buffer.from(retry === false ? ':\n\n' : `retry: ${this.pump.jitteredRetry(retry, retryJitter)}\n\n`))
+    this.queue.unshift(this.pump.options.retry === false ? Buffer.from(':\n\n') : retryFrame(this.pump.reconnectDelay()))
     this.queueBytes += this.queue[0].length
     if (!this.dirty) {
       this.dirty = true
       this.pump.schedule(this)
     }
-  }
-
-  /**
-   * @internal Ends a stream that never opened (its subscription was refused):
-   * nothing is written; the reply answers instead.
-   */
-  abandon (): void {
-    if (this.isClosed) return
-    this.isClosed = true
-    this.queue.length = 0
-    this.abort?.abort()
-    this.resolveClosed?.()
-    this.closeFns = null
   }
 
   /** True once the stream has ended, for whatever reason. */
@@ -374,13 +252,13 @@ export class SseStream implements PromiseLike<void> {
    * `FST_ERR_SSEHUB_FORBIDDEN` if refused; the stream stays open either way.
    */
   subscribe (...subscribables: Subscribable[]): Promise<void> {
-    if (this.pump.link === null) return Promise.reject(new Error('fastify-sse-hub: no hub'))
-    return this.pump.link.subscribeStream(this, subscribables)
+    if (this.owner === null) return Promise.reject(new FST_ERR_SSEHUB_NO_HUB())
+    return this.owner.subscribe(this, subscribables)
   }
 
   /** Stops following these channels or topics on this stream. */
   unsubscribe (...subscribables: Subscribable[]): void {
-    this.pump.link?.unsubscribeStream(this, subscribables)
+    this.owner?.unsubscribe(this, subscribables)
   }
 
   /** Ends the stream cleanly after writing what is queued. Does nothing if already closed. */
@@ -448,21 +326,14 @@ export class SseStream implements PromiseLike<void> {
       const p = packetOf(queue, bytes)
       queue.length = 0
       this.socket.write(p.chunk)
+      this.wrote(p.chunk.length, false)
     } else {
       const body = queue.length === 1 ? queue[0] : Buffer.concat(queue, bytes)
       queue.length = 0
       ;(this.res as ServerResponse).write(body)
       this.started = true
+      this.wrote(body.length, false)
     }
-    this.wrote()
-  }
-
-  /** @internal Cuts the stream as a slow client (the hub calls this when its backlog overflows). */
-  cut (): void {
-    if (this.isClosed) return
-    this.pump.slowClientCuts++
-    this.log.warn({ maxBufferedBytes: this.pump.options.maxBufferedBytes }, 'fastify-sse-hub: cutting a slow client (replay backlog)')
-    this.end('slow')
   }
 
   /** @internal Writes a packet shared by many streams, straight away if nothing else is queued. */
@@ -473,7 +344,7 @@ export class SseStream implements PromiseLike<void> {
       return
     }
     this.socket.write(p.chunk)
-    this.wrote()
+    this.wrote(p.chunk.length, true)
   }
 
   /** @internal A heartbeat from the shared clock; skipped while the socket still has unsent bytes. */
@@ -482,28 +353,90 @@ export class SseStream implements PromiseLike<void> {
     this.pump.heartbeats++
     if (this.socket !== null && this.started) {
       this.socket.write(HEARTBEAT.chunk)
-      this.wrote()
+      this.wrote(HEARTBEAT.chunk.length, false)
     } else {
       this.push(HEARTBEAT.body)
     }
   }
 
-  private wrote (): void {
+  /**
+   * After each write: the slow-client rules. Bytes of its own past
+   * `maxBufferedBytes` cut the stream at once (nobody else holds them);
+   * shared bytes only count towards the hard bound (`BACKLOG_FACTOR` times
+   * it), so a burst that every subscriber shares never cuts a reader that
+   * drains it. Past `maxBufferedBytes` in all, the stream goes on the watch,
+   * which cuts it once it has made no progress for `slowClientTimeout`.
+   */
+  private wrote (bytes: number, shared: boolean): void {
     this.pump.writes++
     this.lastWriteTick = this.pump.tick
+    this.handed += bytes
     const buffered = this.buffered()
-    if (buffered > this.pump.options.maxBufferedBytes) {
-      this.pump.slowClientCuts++
-      this.log.warn({ buffered, maxBufferedBytes: this.pump.options.maxBufferedBytes }, 'fastify-sse-hub: cutting a slow client')
-      this.end('slow')
-      return
+    if (buffered === 0) {
+      this.shared = null
+    } else if (shared) {
+      const s = this.shared ??= new SharedWrites()
+      s.ends.push(this.handed)
+      s.sizes.push(bytes)
+    }
+    const limit = this.pump.options.maxBufferedBytes
+    if (buffered > limit) {
+      const own = this.shared === null ? buffered : buffered - this.shared.unsent(this.handed - buffered)
+      if (own > limit || buffered > limit * BACKLOG_FACTOR) {
+        this.cut()
+        return
+      }
+      if (this.watchedDrained < 0) {
+        this.watchedDrained = this.handed - buffered
+        this.progressAt = Date.now()
+        this.pump.watch(this)
+      }
     }
     if (this.drainWaiters !== null) this.checkDrain(buffered)
   }
 
-  /** Bytes handed to the connection and not yet to the kernel. */
+  /** @internal The slow-client watch (see `Pumped.watch`). */
+  watch (now: number): boolean {
+    if (this.isClosed) return false
+    const buffered = this.buffered()
+    if (buffered <= this.pump.options.maxBufferedBytes) {
+      this.watchedDrained = -1
+      return false
+    }
+    const drained = this.handed - buffered
+    if (drained > this.watchedDrained) {
+      this.watchedDrained = drained
+      this.progressAt = now
+    } else if (now - this.progressAt >= this.pump.options.slowClientTimeout) {
+      this.cut()
+      return false
+    }
+    return true
+  }
+
+  /** @internal Cuts the stream as a slow client (also when a catch-up's backlog overflows); during a flush, right after it. */
+  cut (): void {
+    if (this.isClosed || this.pump.deferCut(this)) return
+    this.pump.slowClientCuts++
+    this.log.warn({ buffered: this.buffered(), maxBufferedBytes: this.pump.options.maxBufferedBytes }, 'fastify-sse-hub: cutting a slow client')
+    this.end('slow')
+  }
+
+  /**
+   * Bytes handed to the connection and not yet to the kernel. Node counts a
+   * write as pending until all of it is written, so one large write would
+   * look stuck however fast the client reads; libuv's queue size says how
+   * much of the write in flight is still unsent.
+   */
   private buffered (): number {
-    return (this.socket !== null ? this.socket.writableLength : this.res.writableLength) || 0
+    const socket = this.socket
+    if (socket === null) return this.res.writableLength || 0
+    const pending = socket.writableLength
+    const handle = (socket as Socket & { _handle?: { writeQueueSize?: unknown } | null })._handle
+    const state = (socket as Socket & { _writableState?: { writing?: boolean, writelen?: number } })._writableState
+    const queued = handle?.writeQueueSize
+    if (typeof queued !== 'number' || state?.writing !== true || typeof state.writelen !== 'number') return pending
+    return pending - state.writelen + queued
   }
 
   /**
@@ -580,65 +513,66 @@ export class SseStream implements PromiseLike<void> {
     this.end('error')
   }
 
-  /**
-   * @internal Ends the stream at shutdown: a jittered `retry:`, then a clean
-   * end. Node's server.close() then drops the connection even if the client
-   * has stopped reading, so no stream holds fastify.close() up.
-   */
-  shutdown (retry: number, reason: CloseReason = 'shutdown'): void {
-    if (this.isClosed) return
-    this.push(Buffer.from(`retry: ${retry}\n\n`))
-    this.end(reason)
-  }
-
-  /** @internal Its lifetime is over: a jittered `retry:` and a clean end; the client comes back through authentication. */
+  /** @internal `Pumped.expire`: its lifetime is over. */
   expire (retry: number): void {
-    this.shutdown(retry, 'expired')
+    this.end('expired', retry)
   }
 
-  /** @internal The response closed under us: the client went away (or a write failed). */
-  gone (): void {
-    this.release('client')
+  /** @internal `Pumped.shutdown`: the server is closing. */
+  shutdown (retry: number): void {
+    this.end('shutdown', retry)
   }
 
-  /** Ends the stream: a clean end of the body for every reason but a slow client, which is cut. */
-  private end (reason: CloseReason): void {
+  /**
+   * @internal The one way a stream ends, for every reason. With `retry`, the
+   * client is first told when to come back. A slow client is cut (its
+   * socket destroyed); anything else ends the body cleanly after what is
+   * queued. A stream that never opened (turned away before its headers)
+   * writes nothing: the reply answers instead. Everything the stream holds
+   * is released exactly once, and its owner told.
+   */
+  end (reason: CloseReason, retry?: number): void {
     if (this.isClosed) return
     const res = this.res
+    if (!this.opened) {
+      this.isClosed = true
+      this.queue.length = 0
+      this.abort?.abort()
+      this.resolveClosed?.()
+      this.closeFns = null
+      return
+    }
     if (reason === 'slow') {
       this.queue.length = 0
       res.destroy()
     } else if (!res.destroyed && !res.writableEnded) {
+      if (retry !== undefined) this.push(retryFrame(retry))
       if (this.queue.length > 0) this.flush()
       if (!this.isClosed) res.end()
     }
-    this.release(reason)
-  }
-
-  /** Releases everything the stream holds, exactly once. */
-  private release (reason: CloseReason): void {
     if (this.isClosed) return
     this.isClosed = true
     this.queue.length = 0
     this.pump.remove(this)
-    this.pump.onStreamClosed?.(this, reason)
-    const res = this.res as Response & { [kStream]?: SseStream }
-    res[kStream] = undefined
-    res.removeListener('close', onResponseClose)
+    this.owner?.closed(this, reason)
+    const r = res as Response & { [kStream]?: SseStream }
+    r[kStream] = undefined
+    r.removeListener('close', onResponseClose)
     if (this.onDrain !== null) {
-      ;((this.socket ?? res) as NodeJS.EventEmitter).removeListener('drain', this.onDrain)
+      ;((this.socket ?? r) as NodeJS.EventEmitter).removeListener('drain', this.onDrain)
       this.onDrain = null
     }
     if (this.socket !== null && !this.socket.destroyed) {
       this.socket.setTimeout((this.request.server.server as { timeout?: number }).timeout ?? 0)
     }
+    this.shared = null
     this.releaseDrainWaiters()
     const it = this.iterator
     this.iterator = null
     if (it !== null && typeof it.return === 'function') {
       try {
-        const r = it.return()
-        if (r !== null && typeof (r as Promise<unknown>).then === 'function') (r as Promise<unknown>).then(noop, noop)
+        const ret = it.return()
+        if (ret !== null && typeof (ret as Promise<unknown>).then === 'function') (ret as Promise<unknown>).then(noop, noop)
       } catch {}
     }
     this.abort?.abort()
@@ -658,11 +592,16 @@ export class SseStream implements PromiseLike<void> {
   }
 }
 
-/** The client's last event id: the `Last-Event-ID` header, else the `lastEventId` query parameter. */
-function readLastEventId (request: FastifyRequest): string | undefined {
+/**
+ * The client's last event id: the `Last-Event-ID` header, else the
+ * `lastEventId` query parameter. A parameter given more than once comes back
+ * as its list, which the caller treats as malformed.
+ */
+function readLastEventId (request: FastifyRequest): string | string[] | undefined {
   const header = request.headers['last-event-id']
   if (typeof header === 'string' && header !== '') return header
   const query = request.query as Record<string, unknown> | null | undefined
   const value = query !== null && typeof query === 'object' ? query.lastEventId : undefined
+  if (Array.isArray(value)) return value.map(String)
   return typeof value === 'string' && value !== '' ? value : undefined
 }

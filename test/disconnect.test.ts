@@ -143,9 +143,9 @@ t.test('Redis: disconnect() on instance A ends the tagged streams on B and on A,
   // Control messages each instance receives from the other.
   const controls = { a: [] as string[], b: [] as string[] }
   for (const [name, app] of [['a', a.app], ['b', b.app]] as const) {
-    const hub = app.sse as unknown as { control: (m: string) => void }
-    const original = hub.control.bind(hub)
-    hub.control = (m: string) => { controls[name].push(m); original(m) }
+    const host = (app.sse as unknown as { backendHost: { control: (m: string) => void } }).backendHost
+    const original = host.control.bind(host)
+    host.control = (m: string) => { controls[name].push(m); original(m) }
   }
   const bTagged = await openReady(b.url + '/s?tags=user:1')
   const bOther = await openReady(b.url + '/s?tags=user:2')

@@ -2,9 +2,9 @@
  * The default backend: one process, history in memory. Ids carry an epoch
  * made at start, so a client resuming after a restart gets `reset`.
  */
-import type { Backend, BackendHost, BackendStats, HubEvent } from '../backend.js'
-import { formatId, newEpoch } from '../backend.js'
-import { History, type HistoryAfter, type HistoryLimits } from '../history.js'
+import { mergeBySeq, type Backend, type BackendHost, type BackendStats, type HistoryLimits, type HistoryRead, type HubEvent } from '../backend.js'
+import { formatId, newEpoch } from '../ids.js'
+import { History } from './memory-history.js'
 
 /** The in-process backend; `memoryBackend()` is the default of the plugin. */
 export class MemoryBackend implements Backend {
@@ -21,9 +21,10 @@ export class MemoryBackend implements Backend {
   }
 
   async publish (topic: string, event: string, data: string, payload: unknown, channel: string): Promise<HubEvent> {
-    const ev: HubEvent = { id: formatId(this.epoch, ++this.seq), seq: this.seq, topic, channel, event, data, payload }
+    const seq = ++this.seq
+    const ev: HubEvent = { id: formatId(this.epoch, seq), seq, topic, channel, event, data }
     ;(this.store as History).append(ev, Date.now())
-    ;(this.host as BackendHost).deliver(ev)
+    ;(this.host as BackendHost).deliver(ev, payload)
     return ev
   }
 
@@ -35,20 +36,22 @@ export class MemoryBackend implements Backend {
     if (!this.closed) (this.store as History).setSubscribed(topic, false)
   }
 
-  /** Every event is delivered in this process anyway. */
-  async subscribeChannel (): Promise<void> {}
-
-  unsubscribeChannel (): void {}
-
-  async after (topic: string, seq: number): Promise<HistoryAfter> {
-    return (this.store as History).after(topic, seq, Date.now())
+  /** Synchronous, so consistent: nothing is published between the topics' reads. */
+  async read (topics: readonly string[], after: number): Promise<HistoryRead> {
+    const store = this.store as History
+    const now = Date.now()
+    const lists: HubEvent[][] = []
+    for (const topic of topics) {
+      const r = store.after(topic, after, now)
+      if (r.trimmed) return { head: this.seq, events: [], trimmed: true }
+      lists.push(r.events)
+    }
+    return { head: this.seq, events: mergeBySeq(lists), trimmed: false }
   }
 
   async latest (topic: string, count: number): Promise<HubEvent[]> {
     return (this.store as History).latest(topic, count, Date.now())
   }
-
-  async broadcast (): Promise<void> {}
 
   async head (): Promise<number> {
     return this.seq

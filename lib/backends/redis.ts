@@ -11,9 +11,8 @@
  * See docs/redis.md for the key and message formats.
  */
 import { Redis, type RedisOptions } from 'ioredis'
-import type { Backend, BackendHost, BackendStats, HubEvent } from '../backend.js'
-import { formatId, newEpoch } from '../backend.js'
-import type { HistoryAfter, HistoryLimits } from '../history.js'
+import { mergeBySeq, type Backend, type BackendHost, type BackendStats, type HistoryLimits, type HistoryRead, type HubEvent } from '../backend.js'
+import { formatId, newEpoch } from '../ids.js'
 import { FST_ERR_SSEHUB_BACKEND_UNAVAILABLE, FST_ERR_SSEHUB_OPTION_INVALID } from '../errors.js'
 
 /** Options of `redisBackend()`. */
@@ -106,47 +105,56 @@ end
 return redis.call('GET', KEYS[1])
 `
 
-// KEYS: epoch, topic stream, clock, seq
+// KEYS: epoch, seq, clock, then one stream key per topic
 // ARGV: expected epoch, after seq, ttl ms
-// Returns {'epoch'} | {'trimmed'} | {'ok', entries}
-const AFTER = `
+// Returns {'epoch'} | {'trimmed', head} | {'ok', head, entries of topic 1, entries of topic 2, ...}
+// One script, so one consistent snapshot of every topic: nothing is
+// published between the reads of two topics.
+const READ = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'epoch'} end
 local after = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
+local head = tonumber(redis.call('GET', KEYS[2]) or '0')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  -- No key: never published, or expired ttl after its last publish. Any
-  -- event it held was published before now - ttl, so at or below the first
-  -- clock sample after that time (or the head, if there is none).
-  local bound = 0
-  if ttl > 0 then
-    local s = redis.call('ZRANGEBYSCORE', KEYS[3], now - ttl, '+inf', 'LIMIT', 0, 1)
-    if #s > 0 then bound = tonumber(s[1]) else bound = tonumber(redis.call('GET', KEYS[4]) or '0') end
+local out = {'ok', head}
+for k = 4, #KEYS do
+  local key = KEYS[k]
+  if redis.call('EXISTS', key) == 0 then
+    -- No key: never published, or expired ttl after its last publish. Any
+    -- event it held was published before now - ttl, so at or below the first
+    -- clock sample after that time (or the head, if there is none).
+    local bound = 0
+    if ttl > 0 then
+      local s = redis.call('ZRANGEBYSCORE', KEYS[3], now - ttl, '+inf', 'LIMIT', 0, 1)
+      if #s > 0 then bound = tonumber(s[1]) else bound = head end
+    end
+    if after < bound then return {'trimmed', head} end
+    out[#out + 1] = {}
+  else
+    local info = redis.call('XINFO', 'STREAM', key)
+    local maxdel = '0-0'
+    for i = 1, #info, 2 do
+      if info[i] == 'max-deleted-entry-id' then maxdel = info[i + 1] end
+    end
+    if after < tonumber(string.match(maxdel, '^(%d+)')) then return {'trimmed', head} end
+    local entries = redis.call('XRANGE', key, '(' .. after .. '-0', '+')
+    if ttl > 0 and #entries > 0 then
+      local fields = entries[1][2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 't' and tonumber(fields[i + 1]) <= now - ttl then return {'trimmed', head} end
+      end
+    end
+    out[#out + 1] = entries
   end
-  if after < bound then return {'trimmed'} end
-  return {'ok', {}}
 end
-local info = redis.call('XINFO', 'STREAM', KEYS[2])
-local maxdel = '0-0'
-for i = 1, #info, 2 do
-  if info[i] == 'max-deleted-entry-id' then maxdel = info[i + 1] end
-end
-if after < tonumber(string.match(maxdel, '^(%d+)')) then return {'trimmed'} end
-local entries = redis.call('XRANGE', KEYS[2], '(' .. after .. '-0', '+')
-if ttl > 0 and #entries > 0 then
-  local fields = entries[1][2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 't' and tonumber(fields[i + 1]) <= now - ttl then return {'trimmed'} end
-  end
-end
-return {'ok', entries}
+return out
 `
 
 interface Scripts {
   sseInit: (...args: string[]) => Promise<string>
   ssePublish: (...args: Array<string | number>) => Promise<[number, string]>
-  sseAfter: (...args: Array<string | number>) => Promise<[string, Array<[string, string[]]>?]>
+  sseRead: (...args: Array<string | number>) => Promise<[string, number?, ...Array<Array<[string, string[]]>>]>
 }
 
 /** The Redis backend; see the module note. */
@@ -217,7 +225,7 @@ export class RedisBackend implements Backend {
     const scripts = cmd as unknown as Redis & Scripts
     if (typeof scripts.ssePublish !== 'function') {
       cmd.defineCommand('ssePublish', { numberOfKeys: 5, lua: PUBLISH })
-      cmd.defineCommand('sseAfter', { numberOfKeys: 4, lua: AFTER })
+      cmd.defineCommand('sseRead', { lua: READ })
       cmd.defineCommand('sseInit', { numberOfKeys: 2, lua: INIT })
     }
 
@@ -326,7 +334,7 @@ export class RedisBackend implements Backend {
         throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE((err as Error).message)
       }
       const [seq, epoch] = result
-      if (seq > 0) return { id: formatId(epoch, seq), seq: Number(seq), topic, channel, event, data, payload }
+      if (seq > 0) return { id: formatId(epoch, seq), seq: Number(seq), topic, channel, event, data }
       this.switchEpoch(epoch)
     }
     throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('the epoch kept changing')
@@ -369,15 +377,28 @@ export class RedisBackend implements Backend {
     ;(this.sub as Redis).punsubscribe(pattern).catch(() => {})
   }
 
-  async after (topic: string, seq: number): Promise<HistoryAfter> {
+  /**
+   * One consistent read of `topics` (one script). Then a PING on the
+   * subscriber connection: Redis answers it after every message it queued
+   * there before, so when this resolves, every event of a subscribed topic at
+   * or below the head has been delivered (the contract's barrier).
+   */
+  async read (topics: readonly string[], after: number): Promise<HistoryRead> {
     const cmd = this.cmd as Redis & Scripts
-    const [status, entries] = await cmd.sseAfter(
-      this.keys.epoch, this.topicKey(topic), this.keys.clock, this.keys.seq,
-      this.epoch, seq, (this.limits as HistoryLimits).historyTtl)
-    if (status !== 'ok') return { events: [], trimmed: true }
-    const events: HubEvent[] = []
-    for (const [id, fields] of entries ?? []) events.push(this.entryToEvent(topic, id, fields, this.epoch, -Infinity) as HubEvent)
-    return { events, trimmed: false }
+    const epoch = this.epoch
+    const keys = [this.keys.epoch, this.keys.seq, this.keys.clock, ...topics.map(t => this.topicKey(t))]
+    const reply = await cmd.sseRead(keys.length, ...keys, epoch, after, (this.limits as HistoryLimits).historyTtl)
+    await (this.sub as Redis).ping()
+    const status = reply[0]
+    const head = Number(reply[1] ?? 0)
+    if (status !== 'ok') return { head, events: [], trimmed: true }
+    const lists: HubEvent[][] = []
+    for (let i = 0; i < topics.length; i++) {
+      const list: HubEvent[] = []
+      for (const [id, fields] of (reply[i + 2] as Array<[string, string[]]> | undefined) ?? []) list.push(this.entryToEvent(topics[i], id, fields, epoch, -Infinity) as HubEvent)
+      lists.push(list)
+    }
+    return { head, events: mergeBySeq(lists), trimmed: false }
   }
 
   /** A stream entry as an event; null if it is older than `oldest` (ms). */

@@ -9,25 +9,13 @@
  * hashed buckets, so forgetting a topic costs no memory and can only cause a
  * needless `reset`, never a missed one.
  */
-import type { HubEvent } from './backend.js'
+import type { HistoryLimits, HubEvent } from '../backend.js'
 
-/** The history bounds, normalised by the plugin options. */
-export interface HistoryLimits {
-  /** Events kept per topic. */
-  history: number
-  /** Age in ms after which an event leaves history; 0 keeps events until other bounds drop them. */
-  historyTtl: number
-  /** Bytes of history kept for the whole hub: payloads (counted twice: text and frame), plus measured overheads per event and per topic. */
-  maxHistoryBytes: number
-  /** Topics with history but no subscriber kept at most; the one idle the longest is freed first. */
-  maxIdleTopics: number
-}
-
-/** The answer to "what came after `seq` on this topic?". */
-export interface HistoryAfter {
-  /** The events after `seq`, in order. Empty when `trimmed`. */
+/** What one topic's history holds after a seq. */
+interface TopicAfter {
+  /** The events after the seq, in order. Empty when `trimmed`. */
   events: HubEvent[]
-  /** True when some event after `seq` is no longer in history: the caller must signal a gap. */
+  /** True when some event after the seq is no longer in history. */
   trimmed: boolean
 }
 
@@ -50,7 +38,7 @@ interface Entry {
 }
 
 /** A FIFO queue on a growable ring: O(1) push, shift and index. */
-class Ring<T> {
+export class Ring<T> {
   private items: Array<T | undefined> = new Array(8)
   private head = 0
   length = 0
@@ -167,8 +155,8 @@ export class History {
     return topic
   }
 
-  /** What came after `seq` on `key`; see {@link HistoryAfter}. */
-  after (key: string, seq: number, now: number): HistoryAfter {
+  /** What came after `seq` on `key`, or that some of it was trimmed. */
+  after (key: string, seq: number, now: number): TopicAfter {
     this.expire(now)
     const topic = this.topics.get(key)
     if (topic === undefined) return { events: [], trimmed: seq < this.freedUpTo[bucket(key)] }

@@ -1,0 +1,139 @@
+/**
+ * Fan-out: what the backend delivers, to every local subscriber.
+ *
+ * The hot path. An event is framed once (encoder.eventFrame) and appended to
+ * its topic's batch for this event-loop turn. At the flush, each topic's
+ * batch becomes ONE packet (one allocation) that every subscriber's socket is
+ * handed as is; a subscriber of several topics gets this turn's events
+ * merged by seq; a subscriber still catching up has them held.
+ */
+import type { HubEvent } from '../backend.js'
+import { eventFrame, eventsPacket, type Packet } from '../encoder.js'
+import { BACKLOG_FACTOR } from '../stream.js'
+import type { Pump } from '../pump.js'
+import type { Member } from './member.js'
+import type { Listeners } from './listeners.js'
+import type { LocalTopic, TopicRegistry } from './topics.js'
+
+/**
+ * Bytes framed in one turn past which a publisher awaiting `publish()` waits
+ * for the flush, so an awaited loop becomes many turns of about this size,
+ * not one giant write per socket.
+ */
+export const TURN_BYTES = 1024 * 1024
+
+export class Fanout {
+  /** Events handed to streams (events x subscribers). */
+  deliveries = 0
+  /** Bytes framed this turn (see TURN_BYTES). */
+  turnBytes = 0
+  private dirtyTopics: LocalTopic[] = []
+  private multi: Member[] = []
+
+  constructor (
+    private readonly topics: TopicRegistry,
+    private readonly listeners: Listeners,
+    private readonly pump: Pump
+  ) {}
+
+  /** An event of a subscribed topic, in seq order: framed once, batched per topic. */
+  deliver (ev: HubEvent, payload: unknown): void {
+    const topic = this.topics.get(ev.topic)
+    const listened = this.listeners.wants(ev)
+    if (listened) this.listeners.push(ev, payload)
+    else if (topic === undefined) return
+    if (topic !== undefined && topic.subs.size > 0) {
+      this.turnBytes += eventFrame(ev).length
+      topic.batch.push(ev)
+      if (!topic.dirty) {
+        topic.dirty = true
+        this.dirtyTopics.push(topic)
+      }
+    }
+    this.pump.requestFlush()
+  }
+
+  /** A new epoch: batches framed in the old one must reach no one. */
+  dropBatches (): void {
+    for (const topic of this.dirtyTopics) topic.batch = []
+  }
+
+  /** Runs first in each flush: listeners, then each dirty topic's batch to its subscribers. */
+  flush (): void {
+    this.turnBytes = 0
+    if (this.listeners.pending) this.listeners.run()
+    const topics = this.dirtyTopics
+    if (topics.length === 0) return
+    this.dirtyTopics = []
+    for (let t = 0; t < topics.length; t++) {
+      const topic = topics[t]
+      const batch = topic.batch
+      topic.batch = []
+      topic.dirty = false
+      // A topic dropped this turn keeps its place in the list with nothing to send.
+      if (batch.length === 0) continue
+      const first = batch[0].seq
+      const last = batch[batch.length - 1].seq
+      let packet: Packet | null = null
+      for (const member of topic.subs) {
+        if (member.holding !== null) {
+          this.hold(member, batch)
+        } else if (member.topics.length === 1) {
+          if (first > member.lastSeq) {
+            // The fast path: one shared packet, handed to the socket as is.
+            packet ??= eventsPacket(batch)
+            member.stream.writeShared(packet)
+            member.lastSeq = last
+          } else {
+            pushAfter(member, batch)
+          }
+        } else if (member.pending === null) {
+          member.pending = [batch]
+          this.multi.push(member)
+        } else {
+          member.pending.push(batch)
+        }
+      }
+      this.deliveries += batch.length * topic.subs.size
+    }
+    if (this.multi.length > 0) {
+      const multi = this.multi
+      this.multi = []
+      for (const member of multi) {
+        const pending = member.pending as HubEvent[][]
+        member.pending = null
+        // Several topics in one turn: merge by seq so ids reach the client in order.
+        pushAfter(member, pending.length === 1 ? pending[0] : pending.flat().sort(bySeq))
+      }
+    }
+  }
+
+  /**
+   * Holds live events for a member still catching up. They are shared with
+   * every other subscriber, so only the hard bound applies: a catch-up that
+   * cannot keep up with a burst is cut, never left to grow.
+   */
+  private hold (member: Member, events: HubEvent[]): void {
+    const holding = member.holding as HubEvent[]
+    for (const ev of events) {
+      holding.push(ev)
+      member.holdingBytes += eventFrame(ev).length
+    }
+    if (member.holdingBytes > this.pump.options.maxBufferedBytes * BACKLOG_FACTOR) member.stream.cut()
+  }
+}
+
+/** Queues the events of `events` above the member's last seq, in order. */
+export function pushAfter (member: Member, events: HubEvent[]): void {
+  const stream = member.stream
+  for (let i = 0; i < events.length; i++) {
+    const ev = events[i]
+    if (ev.seq <= member.lastSeq) continue
+    stream.push(eventFrame(ev))
+    member.lastSeq = ev.seq
+  }
+}
+
+export function bySeq (a: HubEvent, b: HubEvent): number {
+  return a.seq - b.seq
+}
