@@ -117,7 +117,7 @@ export type Channel<N extends string = string, E extends EventMap = EventMap> =
     ? ChannelBase<N, E> & Subscribable & Pick<Topic<E, N>, 'publish'>
     : ChannelBase<N, E>
 
-/** @internal A channel of any shape. */
+/** A channel of any shape (the runtime class behind every typed view). */
 export type AnyChannel = ChannelImpl
 
 const NAME_SEGMENT = /^[A-Za-z0-9_.-]+$/
@@ -134,7 +134,7 @@ interface CompiledEvent {
   readonly head: string
 }
 
-/** @internal The one runtime class behind every channel and its typed views. */
+/** The one runtime class behind every channel and its typed views; use the `Channel` type. */
 export class ChannelImpl implements Subscribable {
   readonly name: string
   readonly events: EventMap
@@ -279,7 +279,7 @@ export class ChannelImpl implements Subscribable {
   }
 }
 
-/** @internal One topic of a templated channel. */
+/** One topic of a templated channel (the runtime class behind `Topic`). */
 export class TopicImpl implements Subscribable {
   constructor (readonly channel: ChannelImpl, readonly key: string, readonly params: Readonly<Record<string, string>>) {}
 

@@ -201,6 +201,9 @@ export function resetFrame (headId: string, asked: string, reason: ResetReason):
   return Buffer.from(`event: reset\nid: ${headId}\ndata: ${JSON.stringify({ lastEventId: asked.slice(0, 64), reason })}\n\n`)
 }
 
+/** The event that tells a fresh subscriber its starting id; reserved, so no channel declares it. */
+export const HEAD_EVENT = 'sse-hub:head'
+
 /**
  * The frame that tells a fresh subscriber its starting id. An event with
  * (empty) data, not an id-only block: only Chromium adopts the id of a block

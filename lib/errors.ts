@@ -94,10 +94,3 @@ export const FST_ERR_SSEHUB_BACKEND_UNAVAILABLE = createError<'FST_ERR_SSEHUB_BA
 export const FST_ERR_SSEHUB_TAG_INVALID = createError<'FST_ERR_SSEHUB_TAG_INVALID', [string]>(
   'FST_ERR_SSEHUB_TAG_INVALID',
   'fastify-sse-hub: a tag must be a string of 1 to 128 printable ASCII characters, got %s', 500, TypeError)
-
-/** `stream.subscribe()` on a stream that no hub opened. */
-export const FST_ERR_SSEHUB_NO_HUB = createError<'FST_ERR_SSEHUB_NO_HUB', []>(
-  'FST_ERR_SSEHUB_NO_HUB',
-  'fastify-sse-hub: this stream has no hub to subscribe through; open it with reply.sse() on an app that registered the plugin',
-  500
-)

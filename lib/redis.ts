@@ -5,7 +5,7 @@
  * do not need it.
  */
 import type { FastifyBaseLogger } from 'fastify'
-import { ChannelImpl, channelOf, type Channel, type ChannelHost, type EventMap, type Subscribable } from './channel.js'
+import { ChannelImpl, channelOf, type Channel, type EventMap, type Subscribable } from './channel.js'
 import { RedisBackend, redisBackend, type RedisBackendOptions } from './backends/redis.js'
 import { defaults } from './options.js'
 import { FST_ERR_SSEHUB_CHANNEL_DUPLICATE, FST_ERR_SSEHUB_CLOSED, FST_ERR_SSEHUB_EVENT_TOO_LARGE } from './errors.js'
@@ -25,7 +25,7 @@ export interface PublisherOptions extends RedisBackendOptions {
 }
 
 /** Publishes typed, validated events to a Redis-backed hub from any process. */
-export class Publisher implements ChannelHost {
+export class Publisher {
   private readonly channels = new Map<string, ChannelImpl>()
   private closed = false
 

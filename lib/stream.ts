@@ -11,7 +11,6 @@ import { encode, commentText, packet, packetOf, retryFrame, type Packet, type Ss
 import { PRINTABLE } from './ids.js'
 import type { Pump } from './pump.js'
 import type { Subscribable } from './channel.js'
-import { FST_ERR_SSEHUB_NO_HUB } from './errors.js'
 
 /** What ended a stream, as logged and counted. */
 export type CloseReason = 'client' | 'server' | 'end' | 'error' | 'slow' | 'shutdown' | 'expired' | 'disconnect' | 'shed'
@@ -109,7 +108,7 @@ export class SseStream implements PromiseLike<void> {
   lastWriteTick: number
 
   private readonly pump: Pump
-  private readonly owner: StreamOwner | null
+  private readonly owner: StreamOwner
   private readonly res: Response
   /** The reply: its logger, and its start time for the closing log line. */
   private readonly reply: FastifyReply
@@ -142,7 +141,7 @@ export class SseStream implements PromiseLike<void> {
   }
 
   /** @internal Use `reply.sse()`. */
-  constructor (pump: Pump, owner: StreamOwner | null, reply: FastifyReply, tags: readonly string[] = NO_TAGS) {
+  constructor (pump: Pump, owner: StreamOwner, reply: FastifyReply, tags: readonly string[] = NO_TAGS) {
     this.pump = pump
     this.owner = owner
     this.request = reply.request
@@ -252,13 +251,12 @@ export class SseStream implements PromiseLike<void> {
    * `FST_ERR_SSEHUB_FORBIDDEN` if refused; the stream stays open either way.
    */
   subscribe (...subscribables: Subscribable[]): Promise<void> {
-    if (this.owner === null) return Promise.reject(new FST_ERR_SSEHUB_NO_HUB())
     return this.owner.subscribe(this, subscribables)
   }
 
   /** Stops following these channels or topics on this stream. */
   unsubscribe (...subscribables: Subscribable[]): void {
-    this.owner?.unsubscribe(this, subscribables)
+    this.owner.unsubscribe(this, subscribables)
   }
 
   /** Ends the stream cleanly after writing what is queued. Does nothing if already closed. */
@@ -554,7 +552,7 @@ export class SseStream implements PromiseLike<void> {
     this.isClosed = true
     this.queue.length = 0
     this.pump.remove(this)
-    this.owner?.closed(this, reason)
+    this.owner.closed(this, reason)
     const r = res as Response & { [kStream]?: SseStream }
     r[kStream] = undefined
     r.removeListener('close', onResponseClose)

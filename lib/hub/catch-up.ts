@@ -11,7 +11,7 @@
  * history no longer covers becomes a `reset`, never a silent skip.
  */
 import type { Backend, HistoryRead, HubEvent } from '../backend.js'
-import { eventFrame, headFrame, resetFrame, snapshotFrame, type ResetReason } from '../encoder.js'
+import { eventFrame, headFrame, resetFrame, snapshotFrame, HEAD_EVENT, type ResetReason } from '../encoder.js'
 import { FST_ERR_SSEHUB_PAYLOAD_INVALID } from '../errors.js'
 import { formatId, parseId } from '../ids.js'
 import type { ChannelImpl } from '../channel.js'
@@ -19,8 +19,6 @@ import { bySeq } from './fanout.js'
 import type { Member } from './member.js'
 import type { LocalTopic } from './topics.js'
 
-/** The event that tells a fresh subscriber its starting id; reserved, so no channel declares it. */
-export const HEAD_EVENT = 'sse-hub:head'
 
 /** A snapshot call's outcome, captured at once so a rejection is never left unhandled. */
 export type SnapshotOutcome = { ok: true, channel: ChannelImpl, value: unknown } | { ok: false, error: unknown }

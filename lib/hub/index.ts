@@ -36,9 +36,8 @@ import type { HubSettings, SseHubEvents, SseReplyOptions, SseStats } from './sta
 import { assertTag, Tags } from './tags.js'
 import { TopicRegistry } from './topics.js'
 
-export { HEAD_EVENT } from './catch-up.js'
-export { answered } from './admission.js'
-export type { SseStats, SseReplyOptions, SseHubEvents, ResetReason, HubSettings } from './stats.js'
+export { HEAD_EVENT } from '../encoder.js'
+export type { SseStats, SseReplyOptions, SseHubEvents, ResetReason } from './stats.js'
 
 /**
  * `fastify.sse`: the hub of this plugin instance. It is an EventEmitter:

@@ -56,9 +56,8 @@ export async function makeApp (
   })
   /** Resolves with the first log line (from now on, or already logged) that matches. */
   const untilLog = async (what: string, match: (line: LogLine) => boolean, ms = 5_000): Promise<LogLine> => {
-    const from = 0
     let found: LogLine | undefined
-    await waitFor(what, () => (found = logs.slice(from).find(match)) !== undefined, (wake) => {
+    await waitFor(what, () => (found = logs.find(match)) !== undefined, (wake) => {
       wakers.add(wake)
       return () => wakers.delete(wake)
     }, ms)
