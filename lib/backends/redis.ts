@@ -686,16 +686,21 @@ export class RedisBackend implements Backend {
     if (this.wedgeCheck) return
     this.wedgeCheck = true
     const sent = this.probeSent
-    ;(this.cmd as Redis).ping().then(() => {
-      // Redis answers the command connection but not the subscriber: that
-      // connection is wedged (a half-open socket after a failover). A fresh
-      // one recovers, then streams catch up.
-      if (this.probeSent === sent && this.stalled && !this.closing) {
-        this.host?.log.warn({ prefix: this.prefix }, 'fastify-sse-hub: redis subscriber connection is wedged; reconnecting it')
-        this.probeSent = 0
-        ;(this.sub as Redis).disconnect(true)
-      }
-    }, () => {}).finally(() => { this.wedgeCheck = false })
+    ;(this.cmd as Redis).ping().then(() => new Promise<void>(resolve => {
+      // Redis answers the command connection. If the subscriber connection
+      // still has not answered a while later (a paused or stopped Redis
+      // answers both at once), that connection is wedged (a half-open
+      // socket after a failover): a fresh one recovers, then streams catch up.
+      const later = setTimeout(() => {
+        if (this.probeSent === sent && this.stalled && !this.closing && !this.down) {
+          this.host?.log.warn({ prefix: this.prefix }, 'fastify-sse-hub: redis subscriber connection is wedged; reconnecting it')
+          this.probeSent = 0
+          ;(this.sub as Redis).disconnect(true)
+        }
+        resolve()
+      }, this.commandTimeout)
+      later.unref()
+    }), () => {}).finally(() => { this.wedgeCheck = false })
   }
 
   subscribe (topic: string, channel: string): Promise<void> {
