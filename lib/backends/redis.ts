@@ -87,10 +87,12 @@ const retryStrategy = (attempt: number): number => Math.min(attempt * 50, 2_000)
 
 // Every script that may start an epoch takes these keys first:
 // KEYS[1] epoch, [2] seq, [3] clock (zset time -> seq), [4] clock-last,
-// [5] tops (zset topic -> its last seq; member '' at +inf marks it present).
+// [5] tops (zset topic -> its last seq, plus the member LF..epoch at +inf).
 // A new epoch starts ids at 1 with an empty clock and no topic marks; topic
 // streams are per epoch ({P}:t:<epoch>:<topic>), so nothing of the old
-// history can be read as the new one's.
+// history can be read as the new one's. tops holds a copy of the epoch and,
+// as its highest finite score, the last seq handed out: an evicted epoch or
+// seq key is restored from it instead of costing a new epoch.
 const NEW_EPOCH = `
 local function now_ms()
   local t = redis.call('TIME')
@@ -101,7 +103,28 @@ local function new_epoch(epoch, now)
   redis.call('SET', KEYS[2], 0)
   redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
   redis.call('ZADD', KEYS[3], now, 0)
-  redis.call('ZADD', KEYS[5], '+inf', '')
+  redis.call('ZADD', KEYS[5], '+inf', '\\n' .. epoch)
+end
+-- The epoch, restored from tops if only its key is gone; nil if both are.
+local function get_epoch()
+  local e = redis.call('GET', KEYS[1])
+  if e then return e end
+  local m = redis.call('ZRANGEBYSCORE', KEYS[5], '+inf', '+inf', 'LIMIT', 0, 1)
+  if #m == 0 then return nil end
+  e = string.sub(m[1], 2)
+  redis.call('SET', KEYS[1], e)
+  return e
+end
+-- The last seq handed out, restored from tops if only its key is gone; -1 if both are.
+local function get_seq()
+  local s = redis.call('GET', KEYS[2])
+  if s then return tonumber(s) end
+  if redis.call('EXISTS', KEYS[5]) == 0 then return -1 end
+  local top = redis.call('ZREVRANGEBYSCORE', KEYS[5], '(+inf', '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local seq = 0
+  if #top > 0 then seq = tonumber(top[2]) end
+  redis.call('SET', KEYS[2], seq)
+  return seq
 end
 `
 
@@ -111,14 +134,14 @@ end
 // Returns { seq, epoch }; seq 0 means "the epoch is not yours": switch to it and retry.
 const PUBLISH = NEW_EPOCH + `
 local now = now_ms()
-local e = redis.call('GET', KEYS[1])
+local e = get_epoch()
 if not e then
-  -- Flushed, replaced or evicted: a new history.
+  -- Flushed or replaced: a new history.
   new_epoch(ARGV[2], now)
   return {0, ARGV[2]}
 end
 if e ~= ARGV[1] then return {0, e} end
-local seq = tonumber(redis.call('GET', KEYS[2]) or '-1')
+local seq = get_seq()
 if seq < 0 or seq < tonumber(ARGV[10]) then
   -- The store went backwards inside the epoch (failover to a lagging
   -- replica, an older snapshot, an evicted seq): the next ids were already
@@ -183,8 +206,12 @@ return {seq, e}
 // KEYS: the five above. ARGV: candidate epoch. Creates the epoch if there is
 // none; returns { epoch, seq } (seq -1: the seq key is gone).
 const INIT = NEW_EPOCH + `
-if not redis.call('GET', KEYS[1]) then new_epoch(ARGV[1], now_ms()) end
-return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '-1')}
+local e = get_epoch()
+if not e then
+  new_epoch(ARGV[1], now_ms())
+  e = ARGV[1]
+end
+return {e, get_seq()}
 `
 
 // KEYS: the five above. ARGV: the epoch to leave, candidate epoch.
@@ -192,7 +219,7 @@ return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '-1')
 // none), so whichever instance notices first wins and the rest adopt its
 // epoch. Returns the epoch Redis is on.
 const SWITCH = NEW_EPOCH + `
-local e = redis.call('GET', KEYS[1])
+local e = get_epoch()
 if not e or e == ARGV[1] then
   new_epoch(ARGV[2], now_ms())
   return ARGV[2]
