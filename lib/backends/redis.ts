@@ -45,9 +45,10 @@ export interface RedisBackendOptions {
    * The longest a publish waits for Redis (the script, and the replicas'
    * acknowledgement under `durable`), in ms. Past it the publish is refused
    * with `FST_ERR_SSEHUB_BACKEND_TIMEOUT` (503); the event may still be
-   * published once Redis answers. Also the `commandTimeout` of the command
-   * connection the plugin opens, and how long the subscriber connection may
-   * leave a liveness probe unanswered before the stall is reported.
+   * published once Redis answers. Also how long the subscriber connection
+   * may leave a liveness probe unanswered before the stall is reported.
+   * (History reads are not bounded by it; ioredis's own `commandTimeout`
+   * in `redisOptions` would bound every command.)
    * @default 2000
    */
   commandTimeout?: number
@@ -377,9 +378,10 @@ export class RedisBackend implements Backend {
       // write too: subscribers get them in one event-loop turn, one socket
       // write each, instead of one per publish.
       enableAutoPipelining: true,
-      // History reads and head reads are bounded too; a publish has its own
-      // bound (publish()), which also covers a client passed in as `redis`.
-      commandTimeout: this.commandTimeout,
+      // No ioredis commandTimeout by default: a history read of a large
+      // replay may take longer than a publish may wait, and a timed-out read
+      // would cost the stream its catch-up. A publish has its own bound
+      // (publish()), which also covers a client passed in as `redis`.
       ...this.options.redisOptions
     }
     const cmd = this.options.redis ?? new Redis(this.options.url ?? 'redis://127.0.0.1:6379', connection)
@@ -407,11 +409,11 @@ export class RedisBackend implements Backend {
     }
     sub.on('message', (channel: string, message: string) => {
       if (channel === this.controlChannel) this.onControl(message)
-      else this.onMessage(message, false)
+      else this.onMessage(message)
     })
     // A topic followed both exactly and by a channel-wide pattern arrives
     // twice; onMessage drops the second by seq.
-    sub.on('pmessage', (_pattern: string, _channel: string, message: string) => this.onMessage(message, true))
+    sub.on('pmessage', (_pattern: string, _channel: string, message: string) => this.onMessage(message))
     sub.on('ready', () => { if (this.down) void this.recover() })
     cmd.on('ready', () => { if (this.down) void this.recover() })
 
@@ -557,7 +559,7 @@ export class RedisBackend implements Backend {
     this.host?.epochChanged(old)
   }
 
-  private onMessage (message: string, pattern: boolean): void {
+  private onMessage (message: string): void {
     // epoch \n seq \n topic \n channel \n event \n data (data is JSON: no raw LF)
     let at = 0
     const next = (): string => {
@@ -579,7 +581,7 @@ export class RedisBackend implements Backend {
     }
     if (seq <= this.lastDelivered) {
       // The same publish matched by a subscription and a pattern: a copy.
-      if (seq === this.lastDelivered && message === this.lastMessage && pattern) return
+      if (seq === this.lastDelivered && message === this.lastMessage) return
       // Redis sends in seq order: a seq again, or a lower one, means it went
       // backwards and handed out ids it had handed out before.
       this.host?.log.warn({ epoch, seq, delivered: this.lastDelivered }, 'fastify-sse-hub: redis sent an id it had sent before (failover or restore lost writes); starting a new epoch')
