@@ -10,7 +10,7 @@ export class TcpProxy {
   port = 0
   private server: net.Server | null = null
   private paused = false
-  private readonly pairs = new Set<{ a: net.Socket, b: net.Socket, held: Array<{ to: net.Socket, chunk: Buffer }> }>()
+  private readonly pairs = new Set<{ a: net.Socket, b: net.Socket, paused: boolean, held: Array<{ to: net.Socket, chunk: Buffer }> }>()
   /** Bytes held while paused (both directions), for the test's figures. */
   heldBytes = 0
 
@@ -19,10 +19,10 @@ export class TcpProxy {
   async start (): Promise<this> {
     const server = net.createServer(client => {
       const upstream = net.connect(this.targetPort, '127.0.0.1')
-      const pair = { a: client, b: upstream, held: [] as Array<{ to: net.Socket, chunk: Buffer }> }
+      const pair = { a: client, b: upstream, paused: false, held: [] as Array<{ to: net.Socket, chunk: Buffer }> }
       this.pairs.add(pair)
       const forward = (to: net.Socket) => (chunk: Buffer) => {
-        if (this.paused) {
+        if (this.paused || pair.paused) {
           pair.held.push({ to, chunk })
           this.heldBytes += chunk.length
         } else {
@@ -49,6 +49,21 @@ export class TcpProxy {
 
   pause (): void {
     this.paused = true
+  }
+
+  /**
+   * Holds the bytes of one connection only: the one whose upstream socket
+   * has local port `port` (what Redis's CLIENT LIST shows as its addr).
+   * A silently wedged connection, the others untouched. False if none.
+   */
+  wedge (port: number): boolean {
+    for (const pair of this.pairs) {
+      if (pair.b.localPort === port) {
+        pair.paused = true
+        return true
+      }
+    }
+    return false
   }
 
   resume (): void {
