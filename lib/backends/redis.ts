@@ -8,7 +8,12 @@
  * with local subscribers and delivers what Redis sends, in the order Redis
  * sends it. History is read with XRANGE after the client's id; whether
  * anything after it was trimmed is exact (Redis 7 `max-deleted-entry-id`).
- * See docs/redis.md for the key and message formats.
+ * An id never names two events: when Redis shows a seq below what this
+ * instance handed out or saw (a failover to a lagging replica, an older
+ * snapshot), a new epoch starts, once, whichever instance notices first.
+ * Publishes are bounded in time and the subscriber connection is probed.
+ * See docs/redis.md for the key and message formats and what each
+ * deployment guarantees.
  */
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Backend, BackendHost, BackendStats, HubEvent } from '../backend.js'
@@ -205,7 +210,8 @@ return {seq, e}
 `
 
 // KEYS: the five above. ARGV: candidate epoch. Creates the epoch if there is
-// none; returns { epoch, seq } (seq -1: the seq key is gone).
+// none; returns { epoch, seq } (seq -1: the seq key and tops are gone: the
+// next publish starts a new epoch).
 const INIT = NEW_EPOCH + `
 local e = get_epoch()
 if not e then
@@ -426,8 +432,8 @@ export class RedisBackend implements Backend {
         await Promise.all([ready(cmd), ready(sub)])
         const [epoch, seq] = await scripts.sseInit(...this.epochKeys(), newEpoch())
         this.epoch = epoch
-        // The seq key gone with the epoch kept: the next publish starts a new epoch.
-        this.highest = seq < 0 ? 1 : 0
+        // The head seen now: Redis later showing less went backwards.
+        this.highest = Math.max(seq, 0)
         await sub.subscribe(this.controlChannel)
       })()])
     } catch (err) {
@@ -504,6 +510,7 @@ export class RedisBackend implements Backend {
       // A Redis that is behind what this instance saw (failover to a
       // lagging replica, an older snapshot) would hand those ids out again.
       if (epoch === this.epoch && seq < this.highest) await this.leave(epoch)
+      else if (epoch === this.epoch) this.highest = Math.max(this.highest, seq)
       else await this.adopt(epoch)
       await sub.subscribe(this.controlChannel, ...this.topics.keys())
       if (this.patterns.size > 0) await sub.psubscribe(...this.patterns.keys())
