@@ -62,10 +62,10 @@ async function stallCase (t: Parameters<Parameters<typeof t.test>[1]>[0], bounds
   const lost = reports.reduce((s, r) => s + r.lost, 0)
   const stallLines = [...a.logs, ...b.logs].filter(l => /redis stopped answering/.test(l.msg)).length
   t.comment(`acked ${log.acked.length}, refused ${log.refused.size} (${[...new Set(log.refused.values())].join(',')}), longest publish ${Math.round(log.longestMs)} ms, stall reported after ${Math.round(reported)} ms, lost ${lost}, resets ${reports.map(r => r.resets).join(',')}`)
-  t.ok(log.longestMs <= COMMAND_TIMEOUT + 500, `no publish waited past commandTimeout (longest ${Math.round(log.longestMs)} ms)`)
+  t.ok(log.longestMs <= COMMAND_TIMEOUT + 1_000, `no publish waited past commandTimeout (longest ${Math.round(log.longestMs)} ms)`)
   t.ok(log.refused.size > 0, 'publishes during the stall were refused')
   t.ok([...log.refused.values()].every(code => code === 'FST_ERR_SSEHUB_BACKEND_TIMEOUT' || code === 'FST_ERR_SSEHUB_BACKEND_UNAVAILABLE'), 'with coded errors')
-  t.ok(reported <= PROBE_INTERVAL + COMMAND_TIMEOUT + 500, `the stall was reported within probeInterval + commandTimeout (${Math.round(reported)} ms)`)
+  t.ok(reported <= PROBE_INTERVAL + COMMAND_TIMEOUT + 1_000, `the stall was reported within probeInterval + commandTimeout (${Math.round(reported)} ms)`)
   t.equal(connectedDuring, false, 'stats said disconnected during the stall')
   t.equal(stallLines, 2, 'one line per instance')
   t.equal(connectedAfter, true, 'and connected after')
