@@ -591,8 +591,10 @@ export class RedisBackend implements Backend {
       if (seq === this.lastDelivered && message === this.lastMessage) return
       // Redis sends in seq order: a seq again, or a lower one, means it went
       // backwards and handed out ids it had handed out before.
-      this.host?.log.warn({ epoch, seq, delivered: this.lastDelivered }, 'fastify-sse-hub: redis sent an id it had sent before (failover or restore lost writes); starting a new epoch')
-      this.leave(epoch).catch(() => {})
+      if (this.switching === null) {
+        this.host?.log.warn({ epoch, seq, delivered: this.lastDelivered }, 'fastify-sse-hub: redis sent an id it had sent before (failover or restore lost writes); starting a new epoch')
+        this.leave(epoch).catch(() => {})
+      }
       return
     }
     this.lastDelivered = seq
