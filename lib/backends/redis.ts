@@ -611,7 +611,9 @@ export class RedisBackend implements Backend {
     if (this.stalled) throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('redis stopped answering')
     let timer: NodeJS.Timeout | undefined
     const timedOut = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new FST_ERR_SSEHUB_BACKEND_TIMEOUT(this.commandTimeout)), this.commandTimeout)
+      // Timers run before I/O in a loop iteration: after a long turn the
+      // reply may be waiting unread. Give the poll phase its chance first.
+      timer = setTimeout(() => setImmediate(() => reject(new FST_ERR_SSEHUB_BACKEND_TIMEOUT(this.commandTimeout))), this.commandTimeout)
     })
     try {
       return await Promise.race([timedOut, this.publishOnce(cmd, topic, event, data, payload, channel)])
@@ -694,9 +696,9 @@ export class RedisBackend implements Backend {
     }
     this.probeSent = now
     const sent = now
-    const check = setTimeout(() => {
+    const check = setTimeout(() => setImmediate(() => {
       if (this.probeSent === sent && !this.stalled && !this.down && !this.closing) this.stall(Date.now() - sent)
-    }, this.commandTimeout)
+    }), this.commandTimeout)
     check.unref()
     sub.ping().then(() => {
       clearTimeout(check)
