@@ -94,3 +94,18 @@ export const FST_ERR_SSEHUB_BACKEND_UNAVAILABLE = createError<'FST_ERR_SSEHUB_BA
 export const FST_ERR_SSEHUB_TAG_INVALID = createError<'FST_ERR_SSEHUB_TAG_INVALID', [string]>(
   'FST_ERR_SSEHUB_TAG_INVALID',
   'fastify-sse-hub: a tag must be a string of 1 to 128 printable ASCII characters, got %s', 500, TypeError)
+
+/** The backend did not answer a publish within its command timeout; the event may still be published. */
+export const FST_ERR_SSEHUB_BACKEND_TIMEOUT = createError<'FST_ERR_SSEHUB_BACKEND_TIMEOUT', [number]>(
+  'FST_ERR_SSEHUB_BACKEND_TIMEOUT',
+  'fastify-sse-hub: the backend did not answer within %s ms; the event may still be published when it answers, so retry only with an idempotent payload, or raise commandTimeout', 503)
+
+/** A durable publish was not acknowledged by enough replicas in time; the event may still exist and be delivered. */
+export const FST_ERR_SSEHUB_PUBLISH_NOT_REPLICATED = createError<'FST_ERR_SSEHUB_PUBLISH_NOT_REPLICATED', [number, number, number]>(
+  'FST_ERR_SSEHUB_PUBLISH_NOT_REPLICATED',
+  'fastify-sse-hub: only %s of the %s replicas required by the durable option acknowledged the publish within %s ms; the event was stored on the primary and may have been delivered, but a failover now may lose it: retry only with an idempotent payload, or check the replicas', 503)
+
+/** Redis could not be reached while the plugin started. */
+export const FST_ERR_SSEHUB_REDIS_UNREACHABLE = createError<'FST_ERR_SSEHUB_REDIS_UNREACHABLE', [string, number, string]>(
+  'FST_ERR_SSEHUB_REDIS_UNREACHABLE',
+  'fastify-sse-hub: Redis at %s did not answer within %s ms (%s); start Redis, fix the url or redisOptions, or raise the startTimeout option', 500)
