@@ -37,7 +37,7 @@ const TYPEBOX_IMPORT = "import type { Static as StaticV1 } from 'typebox';"
 // function with every named export on it, as the CJS build's module.exports
 // is, so that `import sse = require('fastify-sse-hub')` registers as is.
 const ts = (await import('typescript')).default
-const entries = ['index', 'redis', 'client']
+const entries = ['index', 'redis', 'client', 'testing']
 const program = ts.createProgram(entries.map(e => `dist/esm/${e}.d.ts`), { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, skipLibCheck: true, noEmit: true })
 const checker = program.getTypeChecker()
 for (const file of readdirSync('dist/cjs', { recursive: true })) {

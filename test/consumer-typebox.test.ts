@@ -49,6 +49,7 @@ import type { AddressInfo } from 'node:net'
 ${typeImport}
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import sse, { defineChannel } from 'fastify-sse-hub'
+import { injectSse } from 'fastify-sse-hub/testing'
 
 const Message = Type.Object({ text: Type.String({ maxLength: 5 }) })
 const Params = Type.Object({ roomId: Type.String() })
@@ -95,6 +96,11 @@ const okBody = await ok.json() as { id: string }
 const bad = await post('too long')
 let direct = ''
 try { await room.topic({ roomId: 'a' }).publish('message', { text: 'too long' }) } catch (err) { direct = (err as { code: string }).code }
+// fastify-sse-hub/testing on the type-provider instance: a subscribe stream through inject.
+const injected = await injectSse(app, '/rooms/b/events')
+await room.topic({ roomId: 'b' }).publish('message', { text: 'inj' })
+const [first] = await injected.take(1)
+injected.close()
 const forbidden = await fetch(base + '/rooms/secret/events')
 await forbidden.arrayBuffer()
 await app.close()
@@ -106,7 +112,7 @@ const missing = (schema: object): string => {
 }
 const v0 = missing({ [Symbol.for('TypeBox.Kind')]: 'String', type: 'string' })
 const v1 = missing(Object.defineProperty({ type: 'string' }, '~kind', { value: 'String' }))
-process.stdout.write(JSON.stringify({ ok: ok.status, id: okBody.id, bad: bad.status, direct, forbidden: forbidden.status, heard, v0, v1 }))
+process.stdout.write(JSON.stringify({ ok: ok.status, id: okBody.id, bad: bad.status, direct, forbidden: forbidden.status, heard, v0, v1, injected: first }))
 `
 
 /** `import x = require()` in a .cts file: the CommonJS typings are the plugin itself, with the named exports on it. */
@@ -128,7 +134,7 @@ app.register(sse, options).then(async () => {
 }, (err: unknown) => { console.error(err); process.exit(1) })
 `
 
-interface Report { ok: number, id: string, bad: number, direct: string, forbidden: number, heard: string[], v0: string, v1: string }
+interface Report { ok: number, id: string, bad: number, direct: string, forbidden: number, heard: string[], v0: string, v1: string, injected: unknown }
 
 /** Under node10 resolution (module commonjs), which ignores "exports": typesVersions must map the subpaths. */
 const NODE10 = {
@@ -140,9 +146,10 @@ const NODE10 = {
 import sse, { defineChannel, type SseHubOptions } from 'fastify-sse-hub'
 import { subscribe, type ConnectionState } from 'fastify-sse-hub/client'
 import { redisBackend } from 'fastify-sse-hub/redis'
+import { injectSse } from 'fastify-sse-hub/testing'
 const options: SseHubOptions = { heartbeat: 1000 }
 const state: ConnectionState = 'open'
-export const used = [sse, defineChannel, subscribe, redisBackend, options, state]
+export const used = [sse, defineChannel, subscribe, redisBackend, injectSse, options, state]
 `
 }
 
@@ -180,7 +187,8 @@ for (const project of projects) {
     t.equal(r.bad, 400, 'POST with a body the schema refuses: Fastify answers 400 from the same schema')
     t.equal(r.direct, 'FST_ERR_SSEHUB_PAYLOAD_INVALID', 'publish() checks the payload with the schema\'s own TypeBox')
     t.equal(r.forbidden, 403, 'authorize (typed params) refuses "secret"')
-    t.same(r.heard, ['hi'], 'the in-process listener heard the published message, typed')
+    t.same(r.heard, ['hi', 'inj'], 'the in-process listener heard the published messages, typed')
+    t.match(r.injected, { event: 'message', data: { text: 'inj' } }, 'fastify-sse-hub/testing: injectSse took the event from a subscribe stream')
     if (project.name === 'typebox-1') {
       t.match(r.v0, /made with @sinclair\/typebox, but @sinclair\/typebox is not installed: npm i @sinclair\/typebox/, 'a 0.34 schema without @sinclair/typebox: says what to install')
       t.equal(r.v1, 'compiled')
@@ -192,7 +200,7 @@ for (const project of projects) {
     if (project.name === 'typebox-1') {
       c.write(NODE10)
       const node10 = c.run(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.node10.json'], 240_000)
-      t.equal(node10.code, 0, 'node10 resolution: the main entry, /client and /redis resolve, with their types')
+      t.equal(node10.code, 0, 'node10 resolution: the main entry, /client, /redis and /testing resolve, with their types')
       if (node10.code !== 0) t.comment(node10.out)
     }
 
