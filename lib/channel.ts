@@ -1,11 +1,12 @@
 /**
  * Typed channel definitions: a name (or a topic template such as
- * `rooms/:roomId`) and a map of event names to TypeBox schemas, compiled once.
+ * `rooms/:roomId`) and a map of event names to TypeBox schemas (`typebox`
+ * 1.x or `@sinclair/typebox` 0.34), compiled once.
  * Payloads are checked here and serialised here, once per publish.
  */
-import type { Static, TSchema } from '@sinclair/typebox'
-import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { FastifyRequest } from 'fastify'
+import type { Schema, Static } from './types.js'
+import { compile, type Checker } from './typebox.js'
 import {
   FST_ERR_SSEHUB_CHANNEL_INVALID,
   FST_ERR_SSEHUB_EVENT_UNKNOWN,
@@ -13,8 +14,8 @@ import {
   FST_ERR_SSEHUB_TOPIC_INVALID
 } from './errors.js'
 
-/** Event names to the TypeBox schemas of their payloads. */
-export type EventMap = Record<string, TSchema>
+/** Event names to the TypeBox schemas of their payloads (`typebox` 1.x or `@sinclair/typebox` 0.34). */
+export type EventMap = Record<string, Schema>
 
 /** The parameter names of a topic template: `'rooms/:roomId'` gives `'roomId'`. */
 export type ParamNames<S extends string> =
@@ -35,24 +36,40 @@ export interface EventMeta {
 }
 
 /** A server-side handler of one event, typed from its schema. */
-export type EventHandler<E extends EventMap, K extends keyof E> = (data: Static<E[K]>, meta: EventMeta) => void
+export type EventHandler<E extends EventMap, K extends keyof E> = (data: Payloads<E>[K & string], meta: EventMeta) => void
+
+/**
+ * Each event's payload type, as `Static` of its schema. The `as K` keeps
+ * `Payloads<E>[K]` an index into payloads computed per concrete schema:
+ * without it the checker rewrites it to `Static<E[K]>` with `K` still
+ * generic, and expanding TypeBox 1.x's `Static` over that is too deep.
+ */
+export type Payloads<E extends EventMap> = { [K in keyof E as K]: Static<E[K]> }
+
+/**
+ * The parameters `authorize` and `snapshot` get for a channel named `N`:
+ * `{ roomId: string }` for `'rooms/:roomId'`, `{}` for a plain channel, and
+ * any string keys where the name is not known to the type checker.
+ */
+export type ChannelParams<N extends string> = string extends N ? Record<string, string> : TopicParams<N>
 
 /**
  * Decides whether `request` may subscribe to a topic; `params` are the topic's
- * parameters (empty for a plain channel). Return (or resolve) `false` to refuse:
- * the request is answered 403 before any stream opens.
+ * parameters (empty for a plain channel), typed from the channel's name
+ * template. Return (or resolve) `false` to refuse: the request is answered
+ * 403 before any stream opens.
  */
-export type Authorize = (request: FastifyRequest, params: Record<string, string>) => boolean | Promise<boolean>
+export type Authorize<N extends string = string> = (request: FastifyRequest, params: ChannelParams<N>) => boolean | Promise<boolean>
 
 /** What a channel's `snapshot` returns: one of its events, sent first to a fresh subscriber. */
-export type Snapshot<E extends EventMap> = { [K in keyof E & string]: { event: K, data: Static<E[K]> } }[keyof E & string]
+export type Snapshot<E extends EventMap> = { [K in keyof E & string]: { event: K, data: Payloads<E>[K] } }[keyof E & string]
 
 /** The second argument of `channel()` / `defineChannel()`. */
-export interface ChannelOptions<E extends EventMap> {
+export interface ChannelOptions<E extends EventMap, N extends string = string> {
   /** Event names (letters, digits, `_ . : -`; not `reset`, `open` or `error`) to the TypeBox schemas of their payloads. */
   events: E
   /** Per-subscription access check; see {@link Authorize}. Default: everyone may subscribe. */
-  authorize?: Authorize
+  authorize?: Authorize<N>
   /**
    * The current state of a topic, sent first to a subscriber that connects
    * without `Last-Event-ID`, as one of the channel's events (validated like
@@ -62,7 +79,7 @@ export interface ChannelOptions<E extends EventMap> {
    * that reads state before it awaits) sees exactly the events up to that
    * id. If it throws or rejects, only that stream closes, logged.
    */
-  snapshot?: (request: FastifyRequest, params: Record<string, string>) => Snapshot<E> | Promise<Snapshot<E>>
+  snapshot?: (request: FastifyRequest, params: ChannelParams<N>) => Snapshot<E> | Promise<Snapshot<E>>
 }
 
 /** Something a stream can subscribe to: a plain channel or one topic of a templated channel. */
@@ -88,7 +105,7 @@ export interface Topic<E extends EventMap = EventMap, N extends string = string>
    * rejects with `FST_ERR_SSEHUB_PAYLOAD_INVALID` (status 400) and nothing is
    * stored or sent.
    */
-  publish: <K extends keyof E & string>(event: K, data: Static<E[K]>) => Promise<string>
+  publish: <K extends keyof E & string>(event: K, data: Payloads<E>[K]) => Promise<string>
   /** Runs `handler` in this process for every `event` published to this topic; returns the unsubscribe function. */
   subscribe: <K extends keyof E & string>(event: K, handler: EventHandler<E, K>) => () => void
 }
@@ -129,7 +146,7 @@ const UNSAFE_PARAM = /[/\x00-\x1f\x7f-\x9f]/
 
 interface CompiledEvent {
   readonly name: string
-  readonly check: TypeCheck<TSchema>
+  readonly check: Checker
   /** `event: <name>\nid: ` — the frame head, built once. */
   readonly head: string
 }
@@ -183,9 +200,12 @@ export class ChannelImpl implements Subscribable {
       if (RESERVED_EVENTS.has(event)) {
         throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `event name "${event}" is reserved (reset and sse-hub:head are the hub's own; open and error are EventSource's own events)`)
       }
-      let check: TypeCheck<TSchema>
+      if (schema === null || typeof schema !== 'object') {
+        throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `the schema of event "${event}" does not compile (it must be a TypeBox schema, from typebox or @sinclair/typebox)`)
+      }
+      let check: Checker
       try {
-        check = TypeCompiler.Compile(schema)
+        check = compile(schema)
       } catch (err) {
         throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `the schema of event "${event}" does not compile (${(err as Error).message})`)
       }
@@ -260,9 +280,9 @@ export class ChannelImpl implements Subscribable {
 
   /** Throws the coded error naming the first bad field of `value`, if any. */
   private refuse (compiled: CompiledEvent, event: string, value: unknown): void {
-    if (compiled.check.Check(value)) return
-    const first = compiled.check.Errors(value).First()
-    throw new FST_ERR_SSEHUB_PAYLOAD_INVALID(event, this.name, first?.path || '/', first?.message ?? 'does not match the schema')
+    const first = compiled.check(value)
+    if (first === null) return
+    throw new FST_ERR_SSEHUB_PAYLOAD_INVALID(event, this.name, first.path || '/', first.message)
   }
 
   /** @internal The frame head of `event`, built once at definition. */
@@ -362,6 +382,6 @@ function hostOf (channel: ChannelImpl): ChannelHost {
  * live in a module that servers, workers and browser code all import.
  * Attach it with `fastify.sse.channel(definition)` before publishing.
  */
-export function defineChannel<const N extends string, E extends EventMap> (name: N, options: ChannelOptions<E>): Channel<N, E> {
+export function defineChannel<const N extends string, E extends EventMap> (name: N, options: ChannelOptions<E, N>): Channel<N, E> {
   return new ChannelImpl(name, options as unknown as ChannelOptions<EventMap>) as unknown as Channel<N, E>
 }

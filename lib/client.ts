@@ -18,7 +18,7 @@
  * }, { onReset: () => refetchPrices() })
  * ```
  */
-import type { Static, TSchema } from '@sinclair/typebox'
+import type { Schema as TSchema, Static } from './types.js'
 
 /** Why the hub could not replay what a client missed; the same as the server's `ResetReason`. */
 export type ResetReason = 'unknown' | 'trimmed' | 'epoch'

@@ -23,4 +23,5 @@ t.test('tstyche: every type test passes', { timeout: 90_000 }, async t => {
   t.match(text, /Suppressed:\s+(\d+) matched, \1 total/, 'every @ts-expect-error matched its expected error')
   t.match(text, /client\.tst\.ts/, 'the client type tests ran')
   t.match(text, /server\.tst\.ts/, 'the server type tests ran')
+  t.match(text, /ecosystem\.tst\.ts/, 'the ecosystem type tests ran (TypeBox 1.x, type provider, typed authorize params, handler forms)')
 })
