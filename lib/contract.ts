@@ -15,11 +15,12 @@ import { formatId, parseId } from './ids.js'
 
 /** The assertions the suite uses: tap's `Test` has them all. */
 export interface ContractTest {
-  test: (name: string, fn: (t: ContractTest) => Promise<void>) => unknown
-  ok: (value: unknown, message?: string) => unknown
-  equal: (found: unknown, wanted: unknown, message?: string) => unknown
-  same: (found: unknown, wanted: unknown, message?: string) => unknown
-  teardown: (fn: () => unknown) => void
+  /** A subtest; its callback gets a test with these same assertions. */
+  test (name: string, fn: (t: any) => Promise<void>): unknown // eslint-disable-line @typescript-eslint/no-explicit-any
+  ok (value: unknown, message: string): unknown
+  equal (found: unknown, wanted: unknown, message: string): unknown
+  same (found: unknown, wanted: unknown, message: string): unknown
+  teardown (fn: () => unknown): void
 }
 
 /** Options of `backendContract()`. */
@@ -105,12 +106,12 @@ export function backendContract (t: ContractTest, options: ContractOptions): voi
     return { backend, host }
   }
 
-  t.test('start: an epoch that ids can carry', async t => {
+  t.test('start: an epoch that ids can carry', async (t: ContractTest) => {
     const { backend } = await started(t)
     t.ok(parseId(formatId(backend.epoch, 1)) !== null, `epoch ${JSON.stringify(backend.epoch)} makes valid ids`)
   })
 
-  t.test('publish: ids strictly increase across topics, each names one event, and head() follows', async t => {
+  t.test('publish: ids strictly increase across topics, each names one event, and head() follows', async (t: ContractTest) => {
     const { backend } = await started(t)
     const a = topic()
     const b = topic()
@@ -125,7 +126,7 @@ export function backendContract (t: ContractTest, options: ContractOptions): voi
     t.equal(await backend.head(), Math.max(...seqs(all)), 'head() is the highest seq assigned')
   })
 
-  t.test('subscribe: every event of a subscribed topic is delivered once, in seq order, with the local payload', async t => {
+  t.test('subscribe: every event of a subscribed topic is delivered once, in seq order, with the local payload', async (t: ContractTest) => {
     const { backend, host } = await started(t)
     const a = topic()
     const b = topic()
@@ -139,7 +140,7 @@ export function backendContract (t: ContractTest, options: ContractOptions): voi
     t.same(mine().map(e => e.data), want.map(s => published.find(p => p.seq === s)?.data), 'the JSON as published')
   })
 
-  t.test('read: one snapshot of several topics, merged by seq, up to its head', async t => {
+  t.test('read: one snapshot of several topics, merged by seq, up to its head', async (t: ContractTest) => {
     const { backend } = await started(t)
     const a = topic()
     const b = topic()
@@ -148,14 +149,14 @@ export function backendContract (t: ContractTest, options: ContractOptions): voi
     for (let i = 0; i < 12; i++) published.push(await backend.publish([a, b, c][i % 3], 'e', JSON.stringify({ i }), undefined, 'ch'))
     const after = published[3].seq
     const read = await backend.read([a, b], after)
-    t.equal(read.trimmed, false)
+    t.equal(read.trimmed, false, 'not trimmed')
     t.ok(read.head >= published[11].seq, 'head covers every publish so far')
     t.same(seqs(read.events), seqs(published.filter(e => (e.topic === a || e.topic === b) && e.seq > after)), 'the events of a and b after the seq, in order')
     const none = await backend.read([topic()], 0)
     t.same({ events: none.events, trimmed: none.trimmed }, { events: [], trimmed: false }, 'a topic never published: nothing, not trimmed')
   })
 
-  t.test('read under concurrent publishing: consistent, and everything up to its head already delivered', async t => {
+  t.test('read under concurrent publishing: consistent, and everything up to its head already delivered', async (t: ContractTest) => {
     const { backend, host } = await started(t)
     const topics = [topic(), topic(), topic()]
     for (const k of topics) await backend.subscribe(k, 'ch')
@@ -179,7 +180,7 @@ export function backendContract (t: ContractTest, options: ContractOptions): voi
     t.ok(checked > 0, `${checked} consistent reads`)
   })
 
-  t.test('trimming: a read from before what history still holds says trimmed, never a partial list', async t => {
+  t.test('trimming: a read from before what history still holds says trimmed, never a partial list', async (t: ContractTest) => {
     const { backend } = await started(t)
     const a = topic()
     const published: HubEvent[] = []
@@ -190,16 +191,16 @@ export function backendContract (t: ContractTest, options: ContractOptions): voi
     t.same({ trimmed: recent.trimmed, seqs: seqs(recent.events) }, { trimmed: false, seqs: seqs(published.slice(-5)) }, 'the last 5: still there')
   })
 
-  t.test('latest: the newest events of a topic, oldest first', async t => {
+  t.test('latest: the newest events of a topic, oldest first', async (t: ContractTest) => {
     const { backend } = await started(t)
     const a = topic()
     const published: HubEvent[] = []
     for (let i = 0; i < 8; i++) published.push(await backend.publish(a, 'e', JSON.stringify({ i }), undefined, 'ch'))
-    t.same(seqs(await backend.latest(a, 3)), seqs(published.slice(-3)))
+    t.same(seqs(await backend.latest(a, 3)), seqs(published.slice(-3)), 'the newest 3, oldest first')
     t.same(await backend.latest(topic(), 3), [], 'nothing for a topic never published')
   })
 
-  t.test('stats: kind and connected', async t => {
+  t.test('stats: kind and connected', async (t: ContractTest) => {
     const { backend } = await started(t)
     const s = backend.stats()
     t.ok(typeof s.kind === 'string' && s.kind.length > 0, `kind ${s.kind}`)
@@ -207,7 +208,7 @@ export function backendContract (t: ContractTest, options: ContractOptions): voi
   })
 
   if (options.shared === true) {
-    t.test('two processes: one order of ids, each event carried to the other, broadcast reaches the other only', async t => {
+    t.test('two processes: one order of ids, each event carried to the other, broadcast reaches the other only', async (t: ContractTest) => {
       const one = await started(t)
       const two = await started(t)
       t.equal(one.backend.epoch, two.backend.epoch, 'one epoch')

@@ -199,3 +199,5 @@ function frameParser (emit: (event: TestEvent) => void): (chunk: string) => void
     for (const p of parts) line(p)
   }
 }
+
+export { backendContract, type ContractOptions, type ContractTest } from './contract.js'

@@ -808,6 +808,8 @@ export class RedisBackend implements Backend {
     await (this.sub as Redis).ping()
     const status = reply[0]
     const head = Number(reply[1] ?? 0)
+    // A head read counts as seen: a store that later shows less went backwards.
+    if (status !== 'epoch' && epoch === this.epoch && head > this.highest) this.highest = head
     if (status !== 'ok') return { head, events: [], trimmed: true }
     const lists: HubEvent[][] = []
     for (let i = 0; i < topics.length; i++) {
