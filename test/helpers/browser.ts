@@ -364,13 +364,18 @@ async function launchWebKit (options: EngineOptions): Promise<Engine> {
           const done = await driver.executeAsyncScript(
             'const done = arguments[arguments.length - 1];' +
             `Promise.resolve().then(() => (${fn.toString()})(arguments[0]))` +
-            '.then(value => done({ value: value === undefined ? null : value }), err => done({ error: String(err && err.stack || err) }))',
+            '.then(value => done({ value: value === undefined ? null : value }), err => done({ error: String(err) + (err && err.stack ? " at " + err.stack : "") }))',
             arg ?? null) as { value?: R, error?: string }
           if (done.error !== undefined) throw new Error(`webkit: page script failed: ${done.error}`)
           return done.value as R
         })
         return pageFrom('webkit', [],
-          url => serial(handle, () => driver.get(url)),
+          async url => {
+            await serial(handle, () => driver.get(url))
+            // WebKitWebDriver returns once the document is interactive, before module scripts ran: wait for load.
+            const loaded = await evaluate(pollInPage, { src: '() => document.readyState === "complete"', arg: null, ms: 30_000 })
+            if (!loaded) throw new Error(`webkit: ${url} did not load within 30 s`)
+          },
           evaluate,
           () => serial(handle, async () => {
             // The session's last window stays: closing it would end the session.
