@@ -9,6 +9,8 @@ import { startDemo } from './helpers/demo.js'
 import { heavySuite } from './helpers/heavy.js'
 
 await heavySuite()
+// From here (the wait for the lock does not count): three engines, each launched once.
+t.setTimeout(240_000)
 
 interface Seen {
   events: Array<{ event: string, id: string, data: Record<string, unknown> }>

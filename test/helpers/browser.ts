@@ -23,8 +23,18 @@ import type { T } from './index.js'
 import { freePort } from './redis.js'
 
 export type EngineName = 'chromium' | 'firefox' | 'webkit'
-/** Every engine, in the order the suites run them. */
-export const ENGINES: readonly EngineName[] = ['chromium', 'firefox', 'webkit']
+const ALL_ENGINES: readonly EngineName[] = ['chromium', 'firefox', 'webkit']
+/**
+ * The engines the suites run, in order: all three, or those named in
+ * TEST_ENGINES (comma-separated, e.g. `TEST_ENGINES=firefox npx tap test/browser-demo.test.ts`).
+ */
+export const ENGINES: readonly EngineName[] = (() => {
+  const only = (process.env.TEST_ENGINES ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
+  if (only.length === 0) return ALL_ENGINES
+  const unknown = only.filter(s => !(ALL_ENGINES as readonly string[]).includes(s))
+  if (unknown.length > 0) throw new Error(`TEST_ENGINES: unknown engine ${unknown.join(', ')} (known: ${ALL_ENGINES.join(', ')})`)
+  return ALL_ENGINES.filter(e => only.includes(e))
+})()
 
 export const HOW_TO_INSTALL: Record<EngineName, string> = {
   chromium: 'chromium not found; install it with: apt-get install -y chromium',
