@@ -4,22 +4,16 @@
 // certificate (Chromium: --ignore-certificate-errors; Firefox and WebKit:
 // the WebDriver capability acceptInsecureCerts).
 import t from 'tap'
-import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { CONNECTION_NOISE, ENGINES, engineSkip, launchEngine, openEnginePage, type EngineName } from './helpers/browser.js'
 import { startDemo } from './helpers/demo.js'
 import { heavySuite } from './helpers/heavy.js'
+import { opensslSkip, selfSigned } from './helpers/tls.js'
 
 await heavySuite()
 // From here (the wait for the lock does not count): three engines, each launched once.
 t.setTimeout(240_000)
 
-const haveOpenssl = spawnSync('openssl', ['version']).status === 0
-const NO_OPENSSL = 'openssl not found; install it with: apt-get install -y openssl'
-if (!haveOpenssl && process.env.CI === 'true') throw new Error(NO_OPENSSL + ' (CI=true: the browser suites must run)')
-const noOpenssl = haveOpenssl ? false : NO_OPENSSL
+const noOpenssl = opensslSkip()
 
 interface Seen {
   events: Array<{ event: string, id: string, data: Record<string, unknown> }>
@@ -28,20 +22,6 @@ interface Seen {
   errors: string[]
 }
 declare const demo: Seen
-
-function selfSigned (): { key: Buffer, cert: Buffer } {
-  const dir = mkdtempSync(join(tmpdir(), 'sse-hub-tls-'))
-  try {
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '1',
-      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
-      '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'
-    ], { stdio: 'ignore' })
-    return { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
-}
 
 for (const name of ENGINES) {
   t.test(`${name}: the demo over HTTP/2 + TLS: page, stream and publish all on h2`, { skip: noOpenssl || engineSkip(name) }, t => overH2(t, name))

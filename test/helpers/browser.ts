@@ -15,12 +15,13 @@
  * pages from it; everything is closed at the test's teardown.
  */
 import { accessSync, constants } from 'node:fs'
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { delimiter, join } from 'node:path'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import type { T } from './index.js'
 import { freePort } from './redis.js'
+import { spawnGuarded, type Guarded } from './guard.js'
 
 export type EngineName = 'chromium' | 'firefox' | 'webkit'
 const ALL_ENGINES: readonly EngineName[] = ['chromium', 'firefox', 'webkit']
@@ -259,23 +260,13 @@ async function launchFirefox (options: EngineOptions): Promise<Engine> {
   }
 }
 
-/** Kills a child we started (and, for a process group leader, its group) if it is still running. */
-function kill (child: ChildProcess): void {
-  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return
-  try {
-    process.kill(-child.pid, 'SIGKILL')
-  } catch {
-    try { child.kill('SIGKILL') } catch {}
-  }
-}
-
 /** Starts Xvfb on a free display (it tells us which on fd 3); resolves to `:N`. */
-async function startXvfb (xvfb: string, children: ChildProcess[]): Promise<string> {
-  const child = spawn(xvfb, ['-displayfd', '3', '-screen', '0', '1280x800x24', '-nolisten', 'tcp'], {
-    stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
-    detached: true
+async function startXvfb (xvfb: string, children: Guarded[]): Promise<string> {
+  const guarded = spawnGuarded(xvfb, ['-displayfd', '3', '-screen', '0', '1280x800x24', '-nolisten', 'tcp'], {
+    stdio: ['pipe', 'ignore', 'pipe', 'pipe']
   })
-  children.push(child)
+  children.push(guarded)
+  const child = guarded.child
   let stderr = ''
   child.stderr?.on('data', chunk => { stderr += String(chunk) })
   const out = child.stdio[3] as NodeJS.ReadableStream
@@ -311,21 +302,18 @@ async function driverReady (url: string, child: ChildProcess): Promise<void> {
 async function launchWebKit (options: EngineOptions): Promise<Engine> {
   const paths = webkitPaths()
   if (paths === null) throw new Error(HOW_TO_INSTALL.webkit)
-  const children: ChildProcess[] = []
-  const killAll = (): void => { for (const child of children.reverse()) kill(child) }
-  // Should the test process die without its teardown, do not leave them behind.
-  process.once('exit', killAll)
+  // Guarded: should the test process die without its teardown, they die too.
+  const children: Guarded[] = []
+  const stopAll = async (): Promise<void> => { for (const child of children.reverse()) await child.stop() }
   try {
     const display = paths.xvfb !== null ? await startXvfb(paths.xvfb, children) : process.env.DISPLAY as string
     const port = await freePort()
-    const driverProcess = spawn(paths.driver, [`--port=${port}`, '--host=127.0.0.1'], {
-      stdio: 'ignore',
-      detached: true,
+    const driverProcess = spawnGuarded(paths.driver, [`--port=${port}`, '--host=127.0.0.1'], {
       env: { ...process.env, DISPLAY: display }
     })
     children.push(driverProcess)
     const server = `http://127.0.0.1:${port}`
-    await driverReady(server, driverProcess)
+    await driverReady(server, driverProcess.child)
     const { default: webdriver } = await import('selenium-webdriver')
     const driver = await new webdriver.Builder().usingServer(server).withCapabilities({
       browserName: 'MiniBrowser',
@@ -404,14 +392,12 @@ async function launchWebKit (options: EngineOptions): Promise<Engine> {
           await queue
           await driver.quit()
         } finally {
-          killAll()
-          process.removeListener('exit', killAll)
+          await stopAll()
         }
       }
     }
   } catch (err) {
-    killAll()
-    process.removeListener('exit', killAll)
+    await stopAll()
     throw err
   }
 }
