@@ -4,13 +4,11 @@
 // an invalid publish made from its form. One browser per engine, one page
 // reused by both tests.
 import t from 'tap'
-import { CONNECTION_NOISE, ENGINES, engineSkip, launchEngine, openEnginePage, type Engine, type EnginePage } from './helpers/browser.js'
+import { CONNECTION_NOISE, ENGINES, engineSkip, startEngines, openEnginePage, type Engine, type EnginePage } from './helpers/browser.js'
 import { startDemo } from './helpers/demo.js'
 import { heavySuite } from './helpers/heavy.js'
 
 await heavySuite()
-// From here (the wait for the lock does not count): three engines, each launched once.
-t.setTimeout(240_000)
 
 interface Seen {
   events: Array<{ event: string, id: string, data: Record<string, unknown> }>
@@ -25,11 +23,12 @@ declare const demo: Seen
 
 const SYMBOLS = ['ACME', 'GLOBEX', 'INITECH', 'UMBRELLA', 'HOOLI', 'STARK']
 
+// Launched at once: the slower engines start while the first one's tests run.
+const engines = startEngines(t)
+
 for (const name of ENGINES) {
   t.test(name, { skip: engineSkip(name) }, async t => {
-    const launched = Date.now()
-    const engine = await launchEngine(t, name)
-    t.comment(`${engine.version}, launched in ${Date.now() - launched} ms`)
+    const engine = await engines.get(t, name)
     const page = await openEnginePage(t, engine)
     t.test('the page gets live, parsed ticker and room events through the built client', t => live(t, page))
     t.test('publishing from the page: a valid message comes back as an event, an invalid one shows the 400', t => publishing(t, engine, page))

@@ -10,14 +10,12 @@
 //   its backoff, resuming from its last id, and nothing is lost.
 import t from 'tap'
 import type { Socket } from 'node:net'
-import { CONNECTION_NOISE, ENGINES, engineSkip, launchEngine, openEnginePage, type EngineName, type EnginePage } from './helpers/browser.js'
+import { CONNECTION_NOISE, ENGINES, engineSkip, startEngines, openEnginePage, type EngineName, type EnginePage } from './helpers/browser.js'
 import { startDemo, until, type DemoApp } from './helpers/demo.js'
 import { openRaw, openTyped, PROBE_PATH, probeRoute, type RawSeen, type TypedSeen } from './helpers/probe.js'
 import { heavySuite } from './helpers/heavy.js'
 
 await heavySuite()
-// From here (the wait for the lock does not count): three engines, each launched once.
-t.setTimeout(240_000)
 
 declare const raw: Record<string, RawSeen>
 declare const typed: Record<string, TypedSeen>
@@ -60,11 +58,12 @@ async function app (t: Tap.Test) {
   return { ...server, requests, sockets, control }
 }
 
+// Launched at once: the slower engines start while the first one's tests run.
+const engines = startEngines(t)
+
 for (const name of ENGINES) {
   t.test(name, { skip: engineSkip(name) }, async t => {
-    const launched = Date.now()
-    const engine = await launchEngine(t, name)
-    t.comment(`${engine.version}, launched in ${Date.now() - launched} ms`)
+    const engine = await engines.get(t, name)
     const page = await openEnginePage(t, engine)
     const server = await app(t)
     await page.goto(server.origin + PROBE_PATH)

@@ -16,7 +16,6 @@ import { opensslSkip, selfSigned } from './helpers/tls.js'
 import { heavySuite } from './helpers/heavy.js'
 
 await heavySuite()
-t.setTimeout(120_000)
 
 declare const raw: Record<string, RawSeen>
 declare const typed: Record<string, TypedSeen>

@@ -402,13 +402,49 @@ async function launchWebKit (options: EngineOptions): Promise<Engine> {
   }
 }
 
-/** Launches `name` for this test; closed at its teardown. */
-export async function launchEngine (t: T, name: EngineName, options: EngineOptions = {}): Promise<Engine> {
+async function launch (name: EngineName, options: EngineOptions): Promise<Engine> {
   const engine = name === 'chromium'
     ? await launchChromium(options)
     : name === 'firefox' ? await launchFirefox(options) : await launchWebKit(options)
+  let closing: Promise<void> | null = null
+  return { ...engine, close: () => (closing ??= engine.close()) }
+}
+
+/** Launches `name` for this test; closed at its teardown. */
+export async function launchEngine (t: T, name: EngineName, options: EngineOptions = {}): Promise<Engine> {
+  const engine = await launch(name, options)
   t.teardown(() => engine.close())
   return engine
+}
+
+/**
+ * Starts launching every installed engine of `names` at once, so that the
+ * slow starts (Firefox takes seconds, mostly waiting) overlap the first
+ * engine's tests; `get(t, name)` waits for one and closes it at `t`'s
+ * teardown. Whatever is still open is closed at `root`'s teardown.
+ */
+export function startEngines (root: T, options: EngineOptions = {}, names: readonly EngineName[] = ENGINES): { get: (t: T, name: EngineName) => Promise<Engine> } {
+  const started = new Map<EngineName, { at: number, engine: Promise<Engine> }>()
+  for (const name of names) {
+    if (!installed(name)) continue
+    const engine = launch(name, options)
+    engine.catch(() => {}) // reported by get()
+    started.set(name, { at: Date.now(), engine })
+  }
+  root.teardown(async () => {
+    for (const { engine } of started.values()) await engine.then(e => e.close(), () => {})
+  })
+  return {
+    async get (t, name) {
+      const entry = started.get(name)
+      if (entry === undefined) throw new Error(HOW_TO_INSTALL[name])
+      const waitFrom = Date.now()
+      const engine = await entry.engine
+      t.teardown(() => engine.close())
+      ;(t as { comment?: (m: string) => void }).comment?.(`${engine.version}: launch took ${Date.now() - entry.at} ms, ${Date.now() - waitFrom} ms of it waited for here`)
+      return engine
+    }
+  }
 }
 
 /** Opens a page of `engine`, closed at this test's teardown. */
