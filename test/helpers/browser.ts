@@ -272,7 +272,7 @@ async function startXvfb (xvfb: string, children: Guarded[]): Promise<string> {
   const out = child.stdio[3] as NodeJS.ReadableStream
   return new Promise((resolve, reject) => {
     let text = ''
-    const timer = setTimeout(() => reject(new Error(`Xvfb did not start within 10 s: ${stderr}`)), 10_000)
+    const timer = setTimeout(() => reject(new Error(`Xvfb did not start within 30 s: ${stderr}`)), 30_000)
     out.on('data', chunk => {
       text += String(chunk)
       if (text.includes('\n')) {
@@ -286,14 +286,14 @@ async function startXvfb (xvfb: string, children: Guarded[]): Promise<string> {
 
 /** Waits for a freshly spawned WebKitWebDriver to answer /status (bounded). */
 async function driverReady (url: string, child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 10_000
+  const deadline = Date.now() + 30_000
   for (;;) {
     if (child.exitCode !== null) throw new Error(`WebKitWebDriver exited with ${child.exitCode}`)
     try {
       const res = await fetch(url + '/status')
       if (res.ok) return
     } catch {}
-    if (Date.now() > deadline) throw new Error('WebKitWebDriver did not answer /status within 10 s')
+    if (Date.now() > deadline) throw new Error('WebKitWebDriver did not answer /status within 30 s')
     // A process starting up, not the behaviour under test: poll its port.
     await new Promise(resolve => setTimeout(resolve, 25))
   }
