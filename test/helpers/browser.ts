@@ -206,7 +206,7 @@ async function launchChromium (options: EngineOptions): Promise<Engine> {
   const executablePath = chromiumPath()
   if (executablePath === null) throw new Error(HOW_TO_INSTALL.chromium)
   const args = [...CHROMIUM_ARGS, ...(options.insecureTLS === true ? ['--ignore-certificate-errors'] : [])]
-  const browser = await chromium.launch({ executablePath, args, timeout: 20_000 })
+  const browser = await chromium.launch({ executablePath, args, timeout: 60_000 })
   return {
     name: 'chromium',
     version: browser.version(),
@@ -238,7 +238,7 @@ async function launchFirefox (options: EngineOptions): Promise<Engine> {
     executablePath,
     headless: true,
     acceptInsecureCerts: options.insecureTLS === true,
-    timeout: 30_000
+    timeout: 60_000
   })
   return {
     name: 'firefox',
