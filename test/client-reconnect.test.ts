@@ -37,7 +37,7 @@ async function tickerApp (t: T) {
       requests.push({ ...seen, status: 200 })
       streams.push(reply.sse({ subscribe: [ticker] }))
     })
-  }, { plugin: { retry: 20, retryJitter: 0 } })
+  }, { plugin: { retry: 20, retryJitter: 0, shutdownJitter: 0 } })
   return { app, url: url + '/ticker', ticker, streams, requests, control }
 }
 
@@ -149,7 +149,7 @@ t.test('the app down (connection refused) and back on the same port: the client 
     const { app } = await makeApp(t, (app: FastifyInstance) => {
       ticker = app.sse.channel('ticker', { events: { price: Price } })
       app.get('/ticker', (req, reply) => { reply.sse({ subscribe: [ticker] }) })
-    }, { plugin: { retry: 20, retryJitter: 0 }, listen: false })
+    }, { plugin: { retry: 20, retryJitter: 0, shutdownJitter: 0 }, listen: false })
     await app.listen({ port: Number(port), host: '127.0.0.1' })
     return { app, ticker }
   })()
