@@ -118,17 +118,49 @@ export interface SubscribeOptions {
   withCredentials?: boolean
   /** More options for the EventSource constructor, e.g. `{ fetch }` for the `eventsource` package. */
   eventSourceInit?: Record<string, unknown>
+  /**
+   * What to do when the EventSource gives up for good (`readyState` CLOSED):
+   * on any non-200 answer, such as a proxy's `502` while the app restarts,
+   * and in some engines on a network error. By default the client opens a
+   * new EventSource after a jittered, capped backoff (`delay` ms doubled
+   * per failed attempt up to `maxDelay`, each wait a random 50 to 100 % of
+   * that), resuming after its `lastEventId` (sent as the `lastEventId`
+   * query parameter), so nothing is lost; the count starts again once a
+   * stream opens. `false`: give up as the EventSource does (`state` becomes
+   * `closed`).
+   * @default { delay: 1000, maxDelay: 30000 }
+   */
+  reconnect?: false | ReconnectOptions
+}
+
+/** Backoff of {@link SubscribeOptions.reconnect}. */
+export interface ReconnectOptions {
+  /** The first wait, in ms, before a new EventSource is opened. @default 1000 */
+  delay?: number
+  /** The longest wait, in ms. @default 30000 */
+  maxDelay?: number
 }
 
 /** A running subscription. */
 export interface Subscription {
-  /** The URL the stream was opened with (including the `lastEventId` parameter, if one was given). */
+  /**
+   * The URL the current EventSource was opened with (including the
+   * `lastEventId` parameter: the option's, or after a reconnection by the
+   * client, the id it resumed from).
+   */
   readonly url: string
-  /** `connecting` (also between reconnections), `open`, or `closed` (by `close()`, or given up by the EventSource). */
+  /**
+   * `connecting` (also between reconnections, and while the client waits to
+   * open a new EventSource), `open`, or `closed` (by `close()`, or given up
+   * by the EventSource when `reconnect` is `false`).
+   */
   readonly state: ConnectionState
-  /** The id of the last event received (or of the last reset), else the `lastEventId` option; `undefined` before either. */
+  /**
+   * The id of the last event received (a handled one, the stream's head, or
+   * the last reset), else the `lastEventId` option; `undefined` before either.
+   */
   readonly lastEventId: string | undefined
-  /** The underlying EventSource. */
+  /** The current EventSource (a new one after each reconnection by the client). */
   readonly source: EventSourceLike
   /** Closes the stream for good: no handler is called after it. Safe to call twice. */
   close: () => void
@@ -141,6 +173,16 @@ interface MessageLike {
 }
 
 const CLOSED = 2
+/** The hub's first event on a fresh stream: no data, but its id is where a resume starts. */
+const HEAD_EVENT = 'sse-hub:head'
+const DEFAULT_DELAY = 1_000
+const DEFAULT_MAX_DELAY = 30_000
+
+function positive (value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new TypeError(`fastify-sse-hub/client: options.reconnect.${name} must be a number of ms >= 0`)
+  return value
+}
 
 /** Appends `lastEventId=<id>` to `url`'s query, before any `#fragment`. */
 function withLastEventId (url: string, id: string): string {
@@ -161,7 +203,9 @@ function toError (value: unknown): Error {
  * definitions `C` (a channel type, a topic type, or a union of them for a
  * stream that follows several). Handles the hub's `reset` with
  * `options.onReset`. Reconnection is the EventSource's own; the hub resumes
- * it from `Last-Event-ID` without loss or duplicates.
+ * it from `Last-Event-ID` without loss or duplicates. Where the EventSource
+ * gives up (a non-200 answer), the client opens a new one after a capped,
+ * jittered backoff, resuming from its last id (`options.reconnect`).
  */
 export function subscribe<C extends ChannelLike = never> (
   url: string | URL,
@@ -184,21 +228,26 @@ export function subscribe<C extends ChannelLike = never> (
     }
     table.push([name, handler as (data: unknown, meta: ClientEventMeta) => void])
   }
-  let href = String(url)
+  const base = String(url)
   let lastEventId: string | undefined
   if (options.lastEventId !== undefined && options.lastEventId !== null) {
     if (typeof options.lastEventId !== 'string') throw new TypeError('fastify-sse-hub/client: options.lastEventId must be a string')
-    if (options.lastEventId !== '') {
-      lastEventId = options.lastEventId
-      href = withLastEventId(href, lastEventId)
-    }
+    if (options.lastEventId !== '') lastEventId = options.lastEventId
   }
+  const reconnect = options.reconnect === false ? null : options.reconnect ?? {}
+  if (reconnect !== null && typeof reconnect !== 'object') throw new TypeError('fastify-sse-hub/client: options.reconnect must be false or { delay, maxDelay }')
+  const delay = reconnect === null ? 0 : positive(reconnect.delay, 'delay', DEFAULT_DELAY)
+  const maxDelay = reconnect === null ? 0 : Math.max(delay, positive(reconnect.maxDelay, 'maxDelay', DEFAULT_MAX_DELAY))
   const init: Record<string, unknown> = { ...options.eventSourceInit }
   if (options.withCredentials !== undefined) init.withCredentials = options.withCredentials
 
   let state: ConnectionState = 'connecting'
   let closed = false
-  const listeners: Array<[string, (event: MessageLike) => void]> = []
+  let attempts = 0
+  let timer: ReturnType<typeof setTimeout> | undefined
+  let href = ''
+  let source!: EventSourceLike
+  let listeners: Array<[string, (event: MessageLike) => void]> = []
 
   const setState = (next: ConnectionState): void => {
     if (next === state) return
@@ -235,32 +284,72 @@ export function subscribe<C extends ChannelLike = never> (
     }
   }
 
-  const source = new Ctor(href, init)
-  const on = (type: string, listener: (event: MessageLike) => void): void => {
-    listeners.push([type, listener])
-    source.addEventListener(type, listener)
+  const detach = (): void => {
+    for (const [type, listener] of listeners) source.removeEventListener(type, listener)
+    listeners = []
+    source.close()
   }
 
-  for (const [name, handler] of table) {
-    on(name, ev => dispatch(name, ev, (data, id) => { handler(data, { id, event: name }) }))
+  /** The EventSource gave up: a new one after the backoff, from the last id. */
+  const retryLater = (): void => {
+    detach()
+    const ceiling = Math.min(maxDelay, delay * 2 ** Math.min(attempts, 30))
+    attempts++
+    // Jittered so that clients cut by one restart do not all return at once.
+    const wait = ceiling * (0.5 + Math.random() / 2)
+    timer = setTimeout(() => {
+      timer = undefined
+      if (!closed) connect()
+    }, wait)
   }
-  on('reset', ev => dispatch('reset', ev, (data, id) => {
-    const info = (data ?? {}) as Partial<ResetInfo>
-    options.onReset?.({ lastEventId: String(info.lastEventId ?? ''), reason: info.reason as ResetReason, id })
-  }))
-  on('open', () => { if (!closed) setState('open') })
-  on('error', () => { if (!closed) setState(source.readyState === CLOSED ? 'closed' : 'connecting') })
+
+  const connect = (): void => {
+    // Sent as a query parameter: a new EventSource cannot send Last-Event-ID itself.
+    href = lastEventId === undefined ? base : withLastEventId(base, lastEventId)
+    source = new Ctor(href, init)
+    const on = (type: string, listener: (event: MessageLike) => void): void => {
+      listeners.push([type, listener])
+      source.addEventListener(type, listener)
+    }
+    for (const [name, handler] of table) {
+      on(name, ev => dispatch(name, ev, (data, id) => { handler(data, { id, event: name }) }))
+    }
+    on('reset', ev => dispatch('reset', ev, (data, id) => {
+      const info = (data ?? {}) as Partial<ResetInfo>
+      options.onReset?.({ lastEventId: String(info.lastEventId ?? ''), reason: info.reason as ResetReason, id })
+    }))
+    // Nobody handles it, but its id is where a resume of a quiet stream starts.
+    on(HEAD_EVENT, ev => { if (!closed && typeof ev.lastEventId === 'string' && ev.lastEventId !== '') lastEventId = ev.lastEventId })
+    on('open', () => {
+      if (closed) return
+      attempts = 0
+      setState('open')
+    })
+    on('error', () => {
+      if (closed) return
+      if (source.readyState !== CLOSED) {
+        setState('connecting')
+      } else if (reconnect === null) {
+        setState('closed')
+      } else {
+        setState('connecting')
+        retryLater()
+      }
+    })
+  }
+  connect()
 
   return {
-    url: href,
-    source,
+    get url () { return href },
+    get source () { return source },
     get state () { return state },
     get lastEventId () { return lastEventId },
     close () {
       if (closed) return
       closed = true
-      for (const [type, listener] of listeners) source.removeEventListener(type, listener)
-      source.close()
+      if (timer !== undefined) clearTimeout(timer)
+      timer = undefined
+      detach()
       setState('closed')
     }
   }

@@ -1,21 +1,17 @@
-// HTTP/2 in a real browser: the demo served over TLS (a self-signed
-// certificate made here with openssl) with `http2: true`; Chromium loads the
-// page, streams events and publishes over h2.
+// HTTP/2 in each browser engine: the demo served over TLS (a self-signed
+// certificate made here with openssl) with `http2: true`; the page loads,
+// streams events and publishes over h2. Every engine is told to accept the
+// certificate (Chromium: --ignore-certificate-errors; Firefox and WebKit:
+// the WebDriver capability acceptInsecureCerts).
 import t from 'tap'
-import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { browserSkip, launchBrowser, openPage } from './helpers/browser.js'
+import { CONNECTION_NOISE, ENGINES, engineSkip, startEngines, openEnginePage, type EngineName } from './helpers/browser.js'
 import { startDemo } from './helpers/demo.js'
 import { heavySuite } from './helpers/heavy.js'
+import { opensslSkip, selfSigned } from './helpers/tls.js'
 
 await heavySuite()
 
-const haveOpenssl = spawnSync('openssl', ['version']).status === 0
-const NO_OPENSSL = 'openssl not found; install it with: apt-get install -y openssl'
-if (!haveOpenssl && process.env.CI === 'true') throw new Error(NO_OPENSSL + ' (CI=true: the browser suites must run)')
-const skip = browserSkip() || (haveOpenssl ? false : NO_OPENSSL)
+const noOpenssl = opensslSkip()
 
 interface Seen {
   events: Array<{ event: string, id: string, data: Record<string, unknown> }>
@@ -25,21 +21,14 @@ interface Seen {
 }
 declare const demo: Seen
 
-function selfSigned (): { key: Buffer, cert: Buffer } {
-  const dir = mkdtempSync(join(tmpdir(), 'sse-hub-tls-'))
-  try {
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '1',
-      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
-      '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'
-    ], { stdio: 'ignore' })
-    return { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
+// Launched at once: the slower engines start while the first one's tests run.
+const engines = startEngines(t, { insecureTLS: true }, noOpenssl === false ? ENGINES : [])
+
+for (const name of ENGINES) {
+  t.test(`${name}: the demo over HTTP/2 + TLS: page, stream and publish all on h2`, { skip: noOpenssl || engineSkip(name) }, t => overH2(t, name))
 }
 
-t.test('the demo over HTTP/2 + TLS: page, stream and publish all on h2', { skip }, async t => {
+async function overH2 (t: Tap.Test, name: EngineName): Promise<void> {
   const versions: Record<string, string[]> = {}
   const { app, origin } = await startDemo(t, { tickMs: 100, http2: selfSigned() }, {
     setup: app => {
@@ -49,34 +38,36 @@ t.test('the demo over HTTP/2 + TLS: page, stream and publish all on h2', { skip 
       })
     }
   })
-  const browser = await launchBrowser(t, ['--ignore-certificate-errors'])
-  const { page, errors } = await openPage(t, browser, { ignoreHTTPSErrors: true })
+  const engine = await engines.get(t, name)
+  const page = await openEnginePage(t, engine)
   await page.goto(origin + '/')
-  await page.waitForFunction(() => demo.events.filter(e => e.event === 'price').length >= 5)
-  t.comment(`time to first event over h2: ${(await page.evaluate(() => demo.firstEventAt))?.toFixed(0)} ms after navigation start`)
-  t.equal(await page.evaluate(() => (performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming).nextHopProtocol), 'h2', 'the page came over h2')
+  await page.waitFor(() => demo.events.filter(e => e.event === 'price').length >= 5)
+  const protocol = await page.evaluate(() => (performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined)?.nextHopProtocol ?? '')
+  t.comment(`time to first event over h2: ${(await page.evaluate(() => demo.firstEventAt))?.toFixed(0)} ms after navigation start; nextHopProtocol ${JSON.stringify(protocol)}`)
+  t.same(versions['/'], ['2.0'], 'the page came over h2')
   t.same(versions['/events'], ['2.0'], 'the event stream is an HTTP/2 stream')
   t.same(versions['/client.js'], ['2.0'], 'the client module came over h2')
 
   // Publish from the page over the same h2 connection, and see it come back.
+  const send = (): Promise<void> => page.evaluate(() => { (document.querySelector('#send') as HTMLFormElement).requestSubmit() })
   await page.fill('#user', 'h2')
   await page.fill('#text', 'over one connection')
-  await page.click('#send button')
-  await page.waitForFunction(() => demo.events.some(e => e.event === 'message'))
+  await send()
+  await page.waitFor(() => demo.events.some(e => e.event === 'message'))
   t.match((await page.evaluate(() => demo.events)).find(e => e.event === 'message'), { data: { user: 'h2', text: 'over one connection' } })
   t.same(versions['/api/rooms/lobby/messages'], ['2.0'], 'the POST went over h2')
 
   // An invalid one shows its error over h2 too.
   await page.fill('#text', '')
-  await page.click('#send button')
-  await page.waitForFunction(() => !(document.querySelector('#form-error') as HTMLElement).hidden)
-  t.match(await page.locator('#form-error').textContent(), /^400 FST_ERR_SSEHUB_PAYLOAD_INVALID: .*"\/text"/)
+  await send()
+  await page.waitFor(() => !(document.querySelector('#form-error') as HTMLElement).hidden)
+  t.match(await page.text('#form-error'), /^400 FST_ERR_SSEHUB_PAYLOAD_INVALID: .*"\/text"/)
 
-  await page.waitForFunction(() => document.querySelector('[data-stat="openStreams"]')?.textContent === '1')
+  await page.waitFor(() => document.querySelector('[data-stat="openStreams"]')?.textContent === '1')
   t.equal(app.sse.stats().openStreams, 1)
   const ids = (await page.evaluate(() => demo.events)).map(e => Number(e.id.split('-')[1]))
   t.same(ids, [...ids].sort((a, b) => a - b), 'in order')
   t.equal(new Set(ids).size, ids.length, 'none twice')
   t.same(await page.evaluate(() => demo.errors), [], 'no client errors')
-  t.same(errors.filter(e => !/status of 400/.test(e)), [], 'no console errors other than the 400')
-})
+  t.same(page.errors.filter(e => !CONNECTION_NOISE.test(e)), [], 'no console errors other than the 400')
+}
