@@ -146,7 +146,8 @@ export async function startRedis (cpu) {
 
 /**
  * The subscriber workers of one case: `count` sockets spread over the
- * workers, socket i following topic i % topics. Tracks each worker's
+ * workers, socket i following topic i % topics (events reach topics as
+ * `pick` says, lib/topics.mjs). Tracks each worker's
  * watermark; `wm` is the minimum over workers.
  */
 export class Clients {
@@ -173,7 +174,7 @@ export class Clients {
     return m === Infinity ? 0 : m
   }
 
-  async start ({ port, count, topics, epoch, spreadSources = false, concurrency = 256, timeoutMs = 90000 }) {
+  async start ({ port, count, topics, pick = 'rr', epoch, spreadSources = false, concurrency = 256, timeoutMs = 90000 }) {
     const per = Math.ceil(count / this.n)
     const connected = []
     for (let w = 0; w < this.n; w++) {
@@ -225,7 +226,7 @@ export class Clients {
           this.pending.delete(w)
           fn?.(null)
         })
-        child.send({ cmd: 'connect', port, count: mine, first, topics, epoch, concurrency, timeoutMs, spreadSources })
+        child.send({ cmd: 'connect', port, count: mine, first, topics, pick, epoch, concurrency, timeoutMs, spreadSources })
       }))
     }
     const res = await Promise.all(connected)
@@ -250,13 +251,14 @@ export class Clients {
     })
   }
 
-  /** Every worker's report, merged by the caller. */
-  report (timeoutMs = 10000) {
+  /** Every worker's report, merged by the caller; `seq`: each topic's last n published (Int32Array). */
+  report (seq = null, timeoutMs = 10000) {
+    const s = seq == null ? null : Array.from(seq)
     return Promise.all(this.procs.map((p, w) => new Promise(resolve => {
       if (!p.connected) return resolve(null)
       const timer = setTimeout(() => { this.pending.delete(w); resolve(null) }, timeoutMs)
       this.pending.set(w, (msg) => { clearTimeout(timer); resolve(msg) })
-      p.send({ cmd: 'report' })
+      p.send({ cmd: 'report', seq: s })
     })))
   }
 

@@ -6,8 +6,25 @@
 //   GET  /sse/:topic      an SSE stream following one topic; something is
 //                         written at once (headers, and a first frame or comment)
 //   POST /publish/:topic  JSON body {"g","n","t","p"} -> broadcast as event `tick`; 204
-//   GET  /stats           { rss, heapUsed, external, subscribers, extra }
+//   GET  /stats           { rss, heapUsed, external, subscribers, gc, extra }
 //   POST /gc              runs a full GC (node --expose-gc), then answers like /stats
+//
+// `gc` is the process's garbage collection since start, from a perf_hooks
+// observer: { ms: pause time on the main thread, count, majorMs: of which
+// mark-sweep-compact }. The orchestrator reads it at both edges of a window
+// to give GC's share of the server's CPU. The observer itself costs one
+// callback per batch of GC entries, the same for every server.
+import { PerformanceObserver, constants } from 'node:perf_hooks'
+
+const gcTotals = { ms: 0, count: 0, majorMs: 0 }
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    gcTotals.ms += e.duration
+    gcTotals.count++
+    if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) gcTotals.majorMs += e.duration
+  }
+}).observe({ entryTypes: ['gc'] })
+
 export function args () {
   const out = { port: 0, host: '127.0.0.1', redis: null, prefix: 'bench' }
   const argv = process.argv.slice(2)
@@ -21,7 +38,7 @@ export function args () {
 
 export function stats (subscribers, extra = {}) {
   const m = process.memoryUsage()
-  return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, subscribers, extra }
+  return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, subscribers, gc: { ...gcTotals }, extra }
 }
 
 export function gc () {
