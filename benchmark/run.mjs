@@ -5,6 +5,7 @@
 //   node benchmark/run.mjs --quick           smoke run: N=100, one repetition, short windows
 //   options: --systems a,b  --ns 100,1000  --reps 3  --cases fanout,many,slow,targeted  --rates 1000,5000
 //            --shapes 10000x1,1000x10  (targeted case: topics x subscribers per topic)
+//            --window <ms>  (every measured window this long: a short look, not for RESULTS.md)
 //            --out <file.jsonl>  --resume <file.jsonl>  --no-pin  --no-report
 //            --profile  (CPU profile of the plugin server: N=10,000 closed loop, or with
 //                        --cases targeted the first targeted shape; --systems x profiles x)
@@ -42,10 +43,11 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--rates') opt.rates = argv[++i].split(',').map(Number)
   else if (a === '--cases') opt.cases = argv[++i].split(',')
   else if (a === '--shapes') opt.shapes = argv[++i].split(',')
+  else if (a === '--window') opt.windowMs = Number(argv[++i])
   else if (a === '--out') opt.out = argv[++i]
   else if (a === '--resume') opt.resume = argv[++i]
   else if (a === '--help' || a === '-h') {
-    console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 15).join('\n'))
+    console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 16).join('\n'))
     process.exit(0)
   } else {
     console.error(`unknown option ${a}`)
@@ -67,6 +69,13 @@ if (opt.shapes) {
     if (!(topics >= 1 && per >= 1)) { console.error(`bad shape ${x} (topics x subscribers per topic, e.g. 10000x1)`); process.exit(2) }
     return M.targeted.shapes.find(sh => sh.topics === topics && sh.n === topics * per) ?? { n: topics * per, topics, skip: ['fastify-sse-v2'] }
   })
+}
+if (opt.windowMs) {
+  const w = (list) => list.map(sc => ({ ...sc, windowMs: opt.windowMs }))
+  M.fanout = w(M.fanout)
+  M.many.scenarios = w(M.many.scenarios)
+  M.slow.scenarios = w(M.slow.scenarios)
+  M.targeted.scenarios = w(M.targeted.scenarios)
 }
 const cases = new Set(opt.cases ?? ['fanout', 'many', 'slow', 'targeted'])
 

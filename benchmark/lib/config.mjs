@@ -64,7 +64,7 @@ const RATE_DRAIN_MS = Number(process.env.BENCH_RATE_DRAIN_MS ?? 2000)
 function targeted (quick) {
   const closed = quick
     ? { kind: 'closed', inflight: 64, conns: 8, warmupMs: 150, windowMs: 700, drainMs: 3000 }
-    : { kind: 'closed', inflight: 64, conns: 8, warmupMs: 500, windowMs: 3000, drainMs: 10000 }
+    : { kind: 'closed', inflight: 64, conns: 8, warmupMs: 1000, windowMs: 3000, drainMs: 10000 }
   const n = quick ? 200 : 10000
   return {
     pick: 'random',
