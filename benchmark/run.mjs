@@ -9,6 +9,9 @@
 //            --out <file.jsonl>  --resume <file.jsonl>  --no-pin  --no-report
 //            --profile  (CPU profile of the plugin server: N=10,000 closed loop, or with
 //                        --cases targeted the first targeted shape; --systems x profiles x)
+//            --profile --alloc  (the same run, sampling allocations over the window instead of CPU)
+//            --node-args '--trace-gc ...'  --server-log <file>  (the subscribers' server only: extra
+//                        node flags, and its stdout/stderr appended to a file)
 //            --publisher autocannon  (fixed rates through autocannon instead of the paced publisher)
 //
 // Processes: each server is pinned to its own core with taskset; this
@@ -36,6 +39,9 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--no-pin') opt.pin = false
   else if (a === '--no-report') opt.report = false
   else if (a === '--profile') opt.profile = true
+  else if (a === '--alloc') opt.alloc = true
+  else if (a === '--node-args') opt.nodeArgs = argv[++i].split(' ').filter(Boolean)
+  else if (a === '--server-log') opt.serverLog = argv[++i]
   else if (a === '--publisher') opt.publisher = argv[++i]
   else if (a === '--systems') opt.systems = argv[++i].split(',')
   else if (a === '--ns') opt.ns = argv[++i].split(',').map(Number)
@@ -47,7 +53,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--out') opt.out = argv[++i]
   else if (a === '--resume') opt.resume = argv[++i]
   else if (a === '--help' || a === '-h') {
-    console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 16).join('\n'))
+    console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 19).join('\n'))
     process.exit(0)
   } else {
     console.error(`unknown option ${a}`)
@@ -222,6 +228,9 @@ function watchWindow (ctx, ws, we) {
     if (r > ctx.rssCap) ctx.abort(`server RSS ${Math.round(r / 2 ** 20)} MiB over the ${Math.round(ctx.rssCap / 2 ** 20)} MiB cap`)
   }, 100)
   const edge = (name) => {
+    // Allocation sampling (--profile --alloc) covers exactly the window.
+    if (ctx.alloc && name === 's') request(ctx.mainPort, 'POST', '/alloc/start', 5000).catch(() => null)
+    if (ctx.alloc && name === 'e') w.alloc = request(ctx.mainPort, 'POST', '/alloc/stop', 30000).catch((err) => ({ error: err.message }))
     w.samples[name] = sample(pids, clients)
     w.gc[name] = gcAt(ctx.mainPort)
   }
@@ -508,6 +517,7 @@ async function runScenario (ctx, sc) {
     drainMs: Math.round(drainMs),
     backlogEvents,
     undelivered: short,
+    alloc: win.alloc ? await win.alloc : undefined,
     integrity: integ,
     // What the workers saw: lowest last n over sockets, watermark, events received this scenario.
     client: reps.filter(Boolean).map(r => ({ minLastN: r.minLastN, wm: r.wm, events: r.events })),
@@ -568,6 +578,7 @@ async function runCase (c) {
     g: 0,
     gStartScenario: 0,
     rssCap: RSS_CAP,
+    alloc: !!c.alloc,
     aborted: null,
     clientCores: clientCpus.length,
     abort: (why) => {
@@ -584,9 +595,9 @@ async function runCase (c) {
       serverArgs.push('--redis', redis.url, '--prefix', prefix)
     }
     if (sys.build && (c.pluginOptions || sys.options)) serverArgs.push('--options', JSON.stringify({ ...sys.options, ...c.pluginOptions }))
-    const nodeArgs = c.profileDir ? ['--cpu-prof', '--cpu-prof-dir', c.profileDir] : []
+    const nodeArgs = [...(c.profileDir ? ['--cpu-prof', '--cpu-prof-dir', c.profileDir] : []), ...(opt.nodeArgs ?? [])]
     // Subscribers' server (instance B for Redis) on its own core.
-    const main = await startServer(sys.file, { cpu: serverCpu, args: serverArgs, nodeArgs })
+    const main = await startServer(sys.file, { cpu: serverCpu, args: serverArgs, nodeArgs, log: opt.serverLog })
     procs.push(main)
     let pubSrv = main
     if (sys.redis) {
@@ -700,7 +711,7 @@ async function main () {
     if (cases.has('targeted')) {
       for (const sh of M.targeted.shapes) {
         for (const sys of order) {
-          if (sh.skip?.includes(sys.name) && !opt.systems?.includes(sys.name)) continue
+          if (sh.skip?.includes(sys.name)) continue
           plan.push({ rep, kind: 'targeted', n: sh.n, topics: sh.topics, pick: M.targeted.pick, sys, scenarios: M.targeted.scenarios })
         }
       }
@@ -744,6 +755,16 @@ async function profileRun () {
     const n = opt.ns?.[0] ?? 10000
     c = { rep: 0, kind: 'profile', n, topics: 1, sys, scenarios: [{ kind: 'closed', inflight: 8, warmupMs: 500, windowMs, drainMs: 5000 }] }
     name = `profile-${sys.name}-${n}`
+  }
+  if (opt.alloc) {
+    const [rec] = (await runCase({ ...c, alloc: true })).filter(r => r.type === 'scenario')
+    if (!rec?.alloc?.byFunction) throw new Error(`no allocation profile: ${rec?.alloc?.error ?? rec?.failReason ?? 'the case failed'}`)
+    const { summarizeAlloc } = await import('./lib/profile.mjs')
+    const md = summarizeAlloc(rec, { n: c.n, topics: c.topics, system: sys.label, scenario: c.scenarios[0] })
+    writeFileSync(`${here}results/${name.replace(/^profile-/, 'alloc-')}.md`, md)
+    rmSync(dir, { recursive: true, force: true })
+    console.log(md)
+    return
   }
   const [rec] = (await runCase({ ...c, profileDir: dir })).filter(r => r.type === 'scenario')
   const file = readdirSync(dir).find(f => f.endsWith('.cpuprofile'))

@@ -91,7 +91,7 @@ export function summarize (profile, { epoch, record, n, topics = 1, system = 'fa
   L.push('|---|---:|---:|')
   for (const [k, c] of [...total].sort((x, y) => y[1] - x[1]).slice(0, 30)) L.push(`| \`${k}\` | ${pct(c)} | ${pct(self.get(k) ?? 0)} |`)
   // The plugin's own functions, self time: what its code costs beside Node and V8.
-  const mine = [...self].filter(([k]) => k.includes('dist/')).sort((x, y) => y[1] - x[1])
+  const mine = [...self].filter(([k]) => k.includes(' dist/')).sort((x, y) => y[1] - x[1])
   if (mine.length) {
     L.push('')
     L.push('## fastify-sse-hub functions by self time')
@@ -100,6 +100,30 @@ export function summarize (profile, { epoch, record, n, topics = 1, system = 'fa
     L.push('|---|---:|---:|---:|')
     for (const [k, c] of mine.slice(0, 25)) L.push(`| \`${k}\` | ${pct(c)} | ${busyPct(c)} | ${pct(total.get(k) ?? c)} |`)
   }
+  L.push('')
+  return L.join('\n')
+}
+
+/**
+ * Summarises an allocation sample of the window (`--profile --alloc`): V8's
+ * sampling heap profiler with collected objects included, so the bytes are
+ * what was allocated in the window (an estimate: one sample per ~8 KiB),
+ * whether it survived or not. Divided by the events published in the window
+ * it gives bytes allocated per publish, by function.
+ */
+export function summarizeAlloc (record, { n, topics = 1, system, scenario }) {
+  const a = record.alloc
+  const events = record.eventsPerSec * record.windowMs / 1000
+  const per = (b) => events > 0 ? Math.round(b / events).toLocaleString('en-US') : '–'
+  const shape = topics > 1 ? `${topics.toLocaleString('en-US')} topics x ${n / topics}` : `one channel, N = ${n.toLocaleString('en-US')}`
+  const L = []
+  L.push(`# Allocations: ${system} server, ${shape}, closed loop (${scenario.inflight} in flight${(scenario.conns ?? 1) > 1 ? ` over ${scenario.conns} connections` : ''})`)
+  L.push('')
+  L.push(`V8's sampling heap profiler (collected objects included) over the ${(record.windowMs / 1000).toFixed(1)} s window of \`node benchmark/run.mjs --profile --alloc${topics > 1 ? ' --cases targeted' : ''}\`: ${(a.bytes / 2 ** 20).toFixed(0)} MiB allocated on the JS heap for ~${Math.round(events).toLocaleString('en-US')} events delivered in the window (${Math.round(record.deliveriesPerSec).toLocaleString('en-US')} deliveries/s under the profiler): **~${per(a.bytes)} bytes per publish**. Buffers' backing stores outside the heap are not counted (their JS objects are). GC in the window: ${record.gc ? `${record.gc.count} collections, ${record.gc.ms.toFixed(0)} ms of pauses` : 'not measured'}.`)
+  L.push('')
+  L.push('| function (allocation site) | bytes per publish | share |')
+  L.push('|---|---:|---:|')
+  for (const [k, b] of a.byFunction.slice(0, 40)) L.push(`| \`${k}\` | ${per(b)} | ${(100 * b / a.bytes).toFixed(1)}% |`)
   L.push('')
   return L.join('\n')
 }

@@ -320,21 +320,21 @@ export function writeReport (file, dir) {
     const sc0 = meta.matrix?.targeted?.scenarios?.[0] ?? {}
     L.push('## Targeted delivery: many topics, few subscribers each')
     L.push('')
-    L.push(`Per-user topics and small rooms: each publish reaches one topic's few sockets, so nothing can be coalesced and the per-publish cost decides. Publishes go to uniformly random topics, ${sc0.inflight ?? 64} in flight (closed loop: published and not yet received by every subscriber) over ${sc0.conns ?? 8} keep-alive connections (topic k on connection k mod ${sc0.conns ?? 8}, so each topic's events stay in order), ~100-byte JSON bodies; ${((sc0.windowMs ?? 0) / 1000).toFixed(1)} s window. The plugin's route is \`await channel.topic({ topic }).publish('tick', req.body)\` with a TypeBox-typed event (validated) and default history; the floor a \`Map\` topic → responses with \`res.write\` per event; @fastify/sse a \`Map\` of replies; better-sse one channel per topic. Every subscriber must get exactly its topic's events, in order. "GC" = garbage-collection pauses on the server's main thread (perf_hooks observer) as a share of its CPU time in the window; "RSS" = the server's RSS at the end of the window (no forced GC).`)
+    L.push(`Per-user topics and small rooms: each publish reaches one topic's few sockets, so nothing can be coalesced and the per-publish cost decides. Publishes go to uniformly random topics, ${sc0.inflight ?? 64} in flight (closed loop: published and not yet received by every subscriber) over ${sc0.conns ?? 8} keep-alive connections (topic k on connection k mod ${sc0.conns ?? 8}, so each topic's events stay in order), ~100-byte JSON bodies; ${((sc0.windowMs ?? 0) / 1000).toFixed(1)} s window. The plugin's route is \`await channel.topic({ topic }).publish('tick', req.body)\` with a TypeBox-typed event (validated) and default history; the floor a \`Map\` topic → responses with \`res.write\` per event; @fastify/sse a \`Map\` of replies; better-sse one channel per topic. Every subscriber must get exactly its topic's events, in order. "GC" = garbage-collection pauses on the server's main thread (perf_hooks observer; wall-clock, so inflated when other processes take the core) as a share of its CPU time in the window; "other load" = cores used by processes outside the benchmark during the window; "RSS" = the server's RSS at the end of the window (no forced GC).`)
     L.push('')
     for (const sh of tShapes) {
       const per = sh.n / sh.topics
       L.push(`### ${sh.topics.toLocaleString('en-US')} topics × ${per} subscriber${per > 1 ? 's' : ''}`)
       L.push('')
-      L.push('| system | deliveries/s | × floor | × @fastify/sse | server µs/delivery | GC | p50 ms | p99 ms | max ms | RSS MiB | deliveries per write | server CPU | client CPU | ok runs |')
-      L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+      L.push('| system | deliveries/s | × floor | × @fastify/sse | server µs/delivery | GC | p50 ms | p99 ms | max ms | RSS MiB | deliveries per write | server CPU | client CPU | other load | ok runs |')
+      L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
       for (const s of systems) {
         const runs = tRuns(sh, s)
         if (!runs.length) continue
         const good = ok(runs)
         const lat = good.filter(r => r.latencyComplete !== false)
         const v = tDps(sh, s)
-        L.push(`| ${LABEL[s]} | ${mmm(good, r => r.deliveriesPerSec)} | ${s === 'floor' ? '1×' : ratio(v, tDps(sh, 'floor'))} | ${s === 'fastify-sse' ? '1×' : ratio(v, tDps(sh, 'fastify-sse'))} | ${mmm(good, r => r.cpuUsPerDelivery, x => x.toFixed(1))} | ${mmm(good, r => r.gc?.share != null ? r.gc.share * 100 : null, x => x.toFixed(1) + '%')} | ${mmm(lat, r => r.latencyMs.p50, msf)} | ${mmm(lat, r => r.latencyMs.p99, msf)} | ${mmm(lat, r => r.latencyMs.max, msf)} | ${mmm(good, r => r.rssEnd, mib)} | ${mmm(good, r => r.deliveriesPerWrite, x => x.toFixed(2))} | ${mmm(good, r => r.serverCpuFrac * 100, x => x.toFixed(0) + '%')} | ${mmm(good, r => r.clientCpuFrac * 100, x => x.toFixed(0) + '%')} | ${good.length}/${runs.length} |`)
+        L.push(`| ${LABEL[s]} | ${mmm(good, r => r.deliveriesPerSec)} | ${s === 'floor' ? '1×' : ratio(v, tDps(sh, 'floor'))} | ${s === 'fastify-sse' ? '1×' : ratio(v, tDps(sh, 'fastify-sse'))} | ${mmm(good, r => r.cpuUsPerDelivery, x => x.toFixed(1))} | ${mmm(good, r => r.gc?.share != null ? r.gc.share * 100 : null, x => x.toFixed(1) + '%')} | ${mmm(lat, r => r.latencyMs.p50, msf)} | ${mmm(lat, r => r.latencyMs.p99, msf)} | ${mmm(lat, r => r.latencyMs.max, msf)} | ${mmm(good, r => r.rssEnd, mib)} | ${mmm(good, r => r.deliveriesPerWrite, x => x.toFixed(2))} | ${mmm(good, r => r.serverCpuFrac * 100, x => x.toFixed(0) + '%')} | ${mmm(good, r => r.clientCpuFrac * 100, x => x.toFixed(0) + '%')} | ${mmm(good, r => r.foreignLoad, x => x.toFixed(2))} | ${good.length}/${runs.length} |`)
       }
       L.push('')
     }

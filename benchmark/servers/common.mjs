@@ -8,6 +8,10 @@
 //   POST /publish/:topic  JSON body {"g","n","t","p"} -> broadcast as event `tick`; 204
 //   GET  /stats           { rss, heapUsed, external, subscribers, gc, extra }
 //   POST /gc              runs a full GC (node --expose-gc), then answers like /stats
+//   POST /alloc/start     starts V8's sampling heap profiler, counting objects the GC
+//                         has already collected too (so it sees what a publish allocates,
+//                         not only what stays); POST /alloc/stop stops it and answers
+//                         { bytes, byFunction: [[key, bytes]] } (see allocStop)
 //
 // `gc` is the process's garbage collection since start, from a perf_hooks
 // observer: { ms: pause time on the main thread, count, majorMs: of which
@@ -15,6 +19,7 @@
 // to give GC's share of the server's CPU. The observer itself costs one
 // callback per batch of GC entries, the same for every server.
 import { PerformanceObserver, constants } from 'node:perf_hooks'
+import { Session } from 'node:inspector/promises'
 
 const gcTotals = { ms: 0, count: 0, majorMs: 0 }
 new PerformanceObserver((list) => {
@@ -66,6 +71,36 @@ export function onTerm (close) {
   process.on('disconnect', exit)
 }
 
+let session = null
+
+/** Starts sampling allocations (every ~8 KiB allocated, on average), collected objects included. */
+export async function allocStart () {
+  if (session === null) {
+    session = new Session()
+    session.connect()
+    await session.post('HeapProfiler.enable')
+  }
+  await session.post('HeapProfiler.startSampling', { samplingInterval: 8192, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  return { started: true }
+}
+
+/** Stops sampling: the estimated bytes allocated, by function (self), largest first. */
+export async function allocStop () {
+  const { profile } = await session.post('HeapProfiler.stopSampling')
+  const by = new Map()
+  let bytes = 0
+  const walk = (node) => {
+    const cf = node.callFrame
+    const url = cf.url.replace(/^file:\/\//, '').replace(/.*\/node_modules\/\.cache\/fastify-sse-hub-bench\/[^/]+\//, 'dist/').replace(/.*\/node_modules\//, '').replace(/.*\/benchmark\//, 'benchmark/')
+    const key = `${cf.functionName || '(anonymous)'}${url ? ` ${url}:${cf.lineNumber + 1}` : ''}`
+    bytes += node.selfSize
+    if (node.selfSize > 0) by.set(key, (by.get(key) ?? 0) + node.selfSize)
+    for (const c of node.children) walk(c)
+  }
+  walk(profile.head)
+  return { bytes, byFunction: [...by].sort((a, b) => b[1] - a[1]).slice(0, 60) }
+}
+
 /** The /stats and /gc routes on a Fastify app. */
 export function fastifyRoutes (app, count, extra = () => ({})) {
   app.get('/stats', async () => stats(count(), extra()))
@@ -73,10 +108,21 @@ export function fastifyRoutes (app, count, extra = () => ({})) {
     gc()
     return stats(count(), extra())
   })
+  app.post('/alloc/start', allocStart)
+  app.post('/alloc/stop', allocStop)
 }
 
 /** The /stats and /gc routes on a node:http server; returns true if it answered. */
 export function httpRoutes (req, res, count) {
+  if (req.url === '/alloc/start' || req.url === '/alloc/stop') {
+    (req.url === '/alloc/start' ? allocStart() : allocStop()).then((out) => {
+      const body = JSON.stringify(out)
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+      res.end(body)
+    })
+    req.resume()
+    return true
+  }
   if (req.url === '/stats' || req.url === '/gc') {
     if (req.url === '/gc') gc()
     const body = JSON.stringify(stats(count()))
