@@ -438,7 +438,8 @@ async function windowFigures (ctx, win) {
     // CPU used on this machine by processes that are not part of the benchmark, in cores.
     foreignLoad: Math.max(0, (e.machine - s.machine) - serverUs - auxUs - workerCpu - selfCpu) / (W * 1e6),
     // GC pauses on the server's main thread inside the window, and their share of its CPU time.
-    gc: gcMs == null ? null : { ms: gcMs, count: gcE.count - gcS.count, majorMs: gcE.majorMs - gcS.majorMs, share: serverUs > 0 ? (gcMs * 1e3) / serverUs : null },
+    // promoted: old-space growth over the window, when no mark-compact ran in it (else unknown).
+    gc: gcMs == null ? null : { ms: gcMs, count: gcE.count - gcS.count, majorMs: gcE.majorMs - gcS.majorMs, share: serverUs > 0 ? (gcMs * 1e3) / serverUs : null, promoted: gcE.old != null && gcE.majors === gcS.majors ? gcE.old - gcS.old : null },
     rssStart: s.rss,
     rssEnd: e.rss
   }
@@ -507,7 +508,7 @@ async function runScenario (ctx, sc) {
     clientCpuFrac: f.clientCpuFrac,
     clientSaturated: f.clientCpuFrac > 0.9,
     foreignLoad: f.foreignLoad,
-    gc: f.gc,
+    gc: f.gc == null ? null : { ...f.gc, promotedPerEvent: f.gc.promoted != null && gEnd > ctx.gStartScenario ? f.gc.promoted / (deliveriesPerSec / subsPerEvent * W) : null },
     rssStart: f.rssStart,
     rssEnd: f.rssEnd,
     rssMax: win.rssMax,
@@ -685,7 +686,7 @@ function progress (c, r) {
   const busy = r.foreignLoad > 0.2 ? ` [other load ${r.foreignLoad.toFixed(2)} cores]` : ''
   const status = (r.failed ? `FAILED (${r.failReason})` : r.scenario === 'rate' ? (r.keptUp ? 'kept up' : `fell behind (backlog ${r.backlogEvents})`) : '') + busy
   const shape = c.topics > 1 ? ` (${c.topics}x${c.n / c.topics})` : ''
-  const gc = r.gc?.share != null ? ` GC ${(r.gc.share * 100).toFixed(1)}%` : ''
+  const gc = (r.gc?.share != null ? ` GC ${(r.gc.share * 100).toFixed(1)}%` : '') + (r.gc?.promotedPerEvent != null ? ` promoted ${Math.round(r.gc.promotedPerEvent)} B/event` : '')
   console.log(`  ${c.sys.name.padEnd(15)} ${c.kind} N=${c.n}${shape} ${what}: ${fmt(r.deliveriesPerSec)} deliv/s, ${fmt(r.eventsPerSec)} ev/s, p50 ${r.latencyMs.p50} p99 ${r.latencyMs.p99} max ${r.latencyMs.max} ms, ${r.cpuUsPerDelivery?.toFixed(3)} us/deliv, server ${(r.serverCpuFrac * 100).toFixed(0)}%${gc} RSS ${Math.round(r.rssEnd / 2 ** 20)} MiB client ${(r.clientCpuFrac * 100).toFixed(0)}% ${status}`)
 }
 

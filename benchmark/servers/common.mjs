@@ -15,20 +15,33 @@
 //
 // `gc` is the process's garbage collection since start, from a perf_hooks
 // observer: { ms: pause time on the main thread, count, majorMs: of which
-// mark-sweep-compact }. The orchestrator reads it at both edges of a window
+// mark-sweep-compact, majors: their count, old: bytes used in V8's old
+// space now }. Between two mark-compacts the old space only grows by what
+// scavenges promote, so its growth over a window without one is what the
+// window promoted: objects that lived through two scavenges (a figure that,
+// unlike pause times, does not depend on how busy the machine is). The orchestrator reads it at both edges of a window
 // to give GC's share of the server's CPU. The observer itself costs one
 // callback per batch of GC entries, the same for every server.
 import { PerformanceObserver, constants } from 'node:perf_hooks'
 import { Session } from 'node:inspector/promises'
+import v8 from 'node:v8'
 
-const gcTotals = { ms: 0, count: 0, majorMs: 0 }
+const gcTotals = { ms: 0, count: 0, majorMs: 0, majors: 0 }
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) {
     gcTotals.ms += e.duration
     gcTotals.count++
-    if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) gcTotals.majorMs += e.duration
+    if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
+      gcTotals.majorMs += e.duration
+      gcTotals.majors++
+    }
   }
 }).observe({ entryTypes: ['gc'] })
+
+function oldSpaceUsed () {
+  for (const sp of v8.getHeapSpaceStatistics()) if (sp.space_name === 'old_space') return sp.space_used_size
+  return null
+}
 
 export function args () {
   const out = { port: 0, host: '127.0.0.1', redis: null, prefix: 'bench' }
@@ -43,7 +56,7 @@ export function args () {
 
 export function stats (subscribers, extra = {}) {
   const m = process.memoryUsage()
-  return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, subscribers, gc: { ...gcTotals }, extra }
+  return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, subscribers, gc: { ...gcTotals, old: oldSpaceUsed() }, extra }
 }
 
 export function gc () {
