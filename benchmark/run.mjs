@@ -10,6 +10,7 @@
 //            --profile  (CPU profile of the plugin server: N=10,000 closed loop, or with
 //                        --cases targeted the first targeted shape; --systems x profiles x)
 //            --profile --alloc  (the same run, sampling allocations over the window instead of CPU)
+//            --dist-b <dir/esm>  (adds system plugin-b: the plugin from another build, for A/B runs)
 //            --node-args '--trace-gc ...'  --server-log <file>  (the subscribers' server only: extra
 //                        node flags, and its stdout/stderr appended to a file)
 //            --publisher autocannon  (fixed rates through autocannon instead of the paced publisher)
@@ -40,6 +41,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--no-report') opt.report = false
   else if (a === '--profile') opt.profile = true
   else if (a === '--alloc') opt.alloc = true
+  else if (a === '--dist-b') opt.distB = argv[++i]
   else if (a === '--node-args') opt.nodeArgs = argv[++i].split(' ').filter(Boolean)
   else if (a === '--server-log') opt.serverLog = argv[++i]
   else if (a === '--publisher') opt.publisher = argv[++i]
@@ -53,7 +55,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--out') opt.out = argv[++i]
   else if (a === '--resume') opt.resume = argv[++i]
   else if (a === '--help' || a === '-h') {
-    console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 19).join('\n'))
+    console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 20).join('\n'))
     process.exit(0)
   } else {
     console.error(`unknown option ${a}`)
@@ -85,6 +87,11 @@ if (opt.windowMs) {
 }
 const cases = new Set(opt.cases ?? ['fanout', 'many', 'slow', 'targeted'])
 
+if (opt.distB) {
+  // An A/B run: the same plugin server on another build (an experiment), beside `plugin`.
+  const plugin = SYSTEMS.find(s => s.name === 'plugin')
+  SYSTEMS.push({ ...plugin, name: 'plugin-b', label: `fastify-sse-hub (B: ${opt.distB})`, dist: opt.distB, optional: false })
+}
 const systems = []
 const skipped = []
 for (const sys of SYSTEMS) {
@@ -508,7 +515,7 @@ async function runScenario (ctx, sc) {
     clientCpuFrac: f.clientCpuFrac,
     clientSaturated: f.clientCpuFrac > 0.9,
     foreignLoad: f.foreignLoad,
-    gc: f.gc == null ? null : { ...f.gc, promotedPerEvent: f.gc.promoted != null && gEnd > ctx.gStartScenario ? f.gc.promoted / (deliveriesPerSec / subsPerEvent * W) : null },
+    gc: f.gc == null ? null : { ...f.gc, promotedPerEvent: f.gc.promoted != null && deliveries > 0 ? f.gc.promoted / (deliveries / subsPerEvent) : null },
     rssStart: f.rssStart,
     rssEnd: f.rssEnd,
     rssMax: win.rssMax,
@@ -590,7 +597,7 @@ async function runCase (c) {
   }
   const caseTimer = setTimeout(() => ctx.abort('case took over 180 s'), 180000)
   try {
-    let serverArgs = sys.build && distSnapshot ? ['--dist', distSnapshot] : []
+    let serverArgs = sys.dist ? ['--dist', sys.dist] : sys.build && distSnapshot ? ['--dist', distSnapshot] : []
     if (sys.redis) {
       const prefix = `b${rep}${kind}${n}x${Date.now().toString(36)}`
       serverArgs.push('--redis', redis.url, '--prefix', prefix)
