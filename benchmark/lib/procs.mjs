@@ -21,7 +21,9 @@ function pinned (cpu, cmd, args) {
  */
 export function startServer (file, { cpu = null, args = [], nodeArgs = [], timeoutMs = 20000, log = null } = {}) {
   const [cmd, argv] = pinned(cpu, process.execPath, ['--expose-gc', ...nodeArgs, `${here}servers/${file}`, ...args])
-  const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: here })
+  // An IPC channel only so that the server sees 'disconnect' (and exits, servers/common.mjs) if
+  // the orchestrator dies without stopping it (killed by a test's timeout, say).
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], cwd: here })
   if (log) {
     const out = createWriteStream(log, { flags: 'a' })
     child.stdout.pipe(out)
