@@ -784,6 +784,15 @@ async function profileRun () {
   console.log(md)
 }
 
+// Stopped by a signal: the servers and workers exit on their own (their IPC
+// channel closes); the dist snapshot is ours to remove.
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => {
+    if (distSnapshot) rmSync(distSnapshot.replace(/\/esm$/, ''), { recursive: true, force: true })
+    process.exit(130)
+  })
+}
+
 try {
   await main()
 } finally {
