@@ -115,6 +115,8 @@ function runChild (cmd, args) {
 }
 
 async function child () {
+  // Bounded by the parent: if it goes (a timeout), so does this run.
+  process.on('disconnect', () => process.exit(1))
   setEpoch(opt.epoch)
   const dist = pathToFileURL(opt.dist + '/').href
   const { default: sse } = await import(dist + 'index.js')
