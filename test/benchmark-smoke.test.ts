@@ -60,3 +60,53 @@ t.test('benchmark quick mode: plugin, floor and ceiling deliver everything, in o
     }
   }
 })
+
+// The targeted case of issue 15 (many topics, few subscribers each; publishes
+// to random topics over 8 connections), quick shapes: 200 topics x 1 and
+// 20 x 10. Counts, not speed: every socket must end with exactly its topic's
+// events, and the harness must have measured what RESULTS.md reports (GC
+// share, RSS at the end of the window).
+t.test('benchmark quick mode, targeted case: each subscriber gets exactly its topic\'s events', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sse-hub-bench-smoke-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const out = join(dir, 'targeted.jsonl')
+  const systems = ['plugin', 'floor']
+  const child = spawn(process.execPath, [
+    join(root, 'benchmark/run.mjs'), '--quick', '--systems', systems.join(','), '--cases', 'targeted', '--out', out, '--no-report'
+  ], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let log = ''
+  child.stdout.setEncoding('utf8').on('data', (s: string) => { log += s })
+  child.stderr.setEncoding('utf8').on('data', (s: string) => { log += s })
+  const started = Date.now()
+  const code = await new Promise<number | string>((resolve) => {
+    // About 14 s on 2 busy cores (4 cases of ~3.5 s, mostly process start-up).
+    const timer = setTimeout(() => { child.kill('SIGKILL') }, 40_000)
+    child.once('exit', (c, sig) => { clearTimeout(timer); resolve(c ?? String(sig)) })
+  })
+  const ms = Date.now() - started
+  t.equal(code, 0, `run.mjs exits 0 (took ${ms} ms)\n${log}`)
+  if (!existsSync(out)) return t.fail('results file written')
+
+  const recs = readFileSync(out, 'utf8').split('\n').filter(Boolean).map(l => JSON.parse(l))
+  t.same(recs.filter(r => r.type === 'error').map(r => r.error), [], 'no case errored')
+  for (const system of systems) {
+    for (const [topics, per] of [[200, 1], [20, 10]]) {
+      const what = `${system} ${topics}x${per}`
+      const r = recs.find(x => x.type === 'scenario' && x.case === 'targeted' && x.system === system && x.topics === topics)
+      t.ok(r !== undefined, `${what}: measured`)
+      if (r === undefined) continue
+      t.match(r, { scenario: 'closed', inflight: 64, conns: 8, pick: 'random', n: topics * per }, `${what}: 64 in flight over 8 connections to random topics`)
+      t.equal(r.failed, false, `${what}: passed (${r.failReason})`)
+      t.same(r.integrity, { missing: 0, dups: 0, outOfOrder: 0, endedSockets: 0 }, `${what}: nothing missing, duplicated or out of order`)
+      t.equal(r.undelivered, 0, `${what}: every socket ends with its topic's last event`)
+      t.equal(r.answered, r.published, `${what}: every publish answered`)
+      // Every topic has `per` sockets, so every published event is exactly `per` deliveries.
+      const received = r.client.reduce((a: number, c: { events: number }) => a + c.events, 0)
+      t.equal(received, r.published * per, `${what}: ${r.published} events x ${per} = ${received} deliveries`)
+      t.ok(r.published > 64, `${what}: more than one round of 64 (${r.published})`)
+      t.ok(r.deliveriesPerSec > 0 && r.latencyMs.p99 >= r.latencyMs.p50 && r.latencyMs.p50 > 0, `${what}: throughput and latency measured`)
+      t.ok(r.gc !== null && r.gc.share >= 0 && r.gc.share < 1, `${what}: GC share measured (${r.gc?.share})`)
+      t.ok(r.rssEnd > 0, `${what}: RSS at the end of the window measured`)
+    }
+  }
+})

@@ -13,10 +13,13 @@
 // events published inside it.
 //
 // IPC (parent -> worker):
-//   { cmd: 'connect', port, count, first, topics, concurrency, timeoutMs, epoch }
+//   { cmd: 'connect', port, count, first, topics, pick, concurrency, timeoutMs, epoch }
+//                                        pick: how events map to topics (lib/topics.mjs)
 //   { cmd: 'window', ws, we, eager }     measured window [ws, we) in shared-clock us;
 //                                        eager: report wm changes at once (closed loop)
-//   { cmd: 'report' }                     -> { t: 'report', ... } and resets window counters
+//   { cmd: 'report', seq }                -> { t: 'report', ... } and resets window counters;
+//                                        seq (optional): each topic's last n published so far,
+//                                        so sockets short of it are counted (`short`)
 //   { cmd: 'wm' }                         -> { t: 'wm', wm, recv } (recv: events received in all)
 //   { cmd: 'close' }                      -> destroys the sockets, exits
 // worker -> parent: { t: 'connected', ok, failed, ms, firstError }, { t: 'wm', wm },
@@ -24,6 +27,7 @@
 import net from 'node:net'
 import { BUCKETS, bucketOf, sparse } from '../lib/hist.mjs'
 import { nowUs, setEpoch } from '../lib/clock.mjs'
+import { topicPicker } from '../lib/topics.mjs'
 
 const RING = 1 << 20
 const MASK = RING - 1
@@ -44,6 +48,7 @@ const L_SKIP = 3
 const DATA_COLON = [100, 97, 116, 97, 58] // "data:"
 
 let topics = 1
+let topicOf = topicPicker('rr', 1)
 let subsPerTopic = null // Int32Array: this worker's sockets per topic
 const ring = new Int32Array(RING)
 let wm = 0
@@ -77,7 +82,7 @@ function fatal (message) {
 function advance () {
   for (;;) {
     const g = wm + 1
-    const expected = subsPerTopic[(g - 1) % topics]
+    const expected = subsPerTopic[topicOf(g)]
     if (expected === 0) {
       // No socket here follows that topic: done, but never run past what was seen.
       if (g > maxG + topics) return
@@ -376,8 +381,9 @@ function progressConnect () {
   }
 }
 
-function report () {
+function report (seq) {
   let events = 0
+  let short = 0
   let gaps = 0
   let dups = 0
   let ooo = 0
@@ -390,6 +396,8 @@ function report () {
     ooo += c.ooo
     if (c.ended) ended++
     if (c.lastN < minLastN) minLastN = c.lastN
+    // Events of its topic this socket has not had by now (lost, or still on the way).
+    if (seq != null && c.lastN < seq[c.topic]) short += seq[c.topic] - c.lastN
     c.count = 0
     c.gaps = 0
     c.dups = 0
@@ -403,6 +411,7 @@ function report () {
     dups,
     ooo,
     ended,
+    short,
     minLastN,
     wm,
     recvInWindow,
@@ -424,6 +433,7 @@ process.on('message', (msg) => {
       cfg = msg
       setEpoch(msg.epoch)
       topics = msg.topics
+      topicOf = topicPicker(msg.pick ?? 'rr', topics)
       subsPerTopic = new Int32Array(topics)
       conns = new Array(msg.count)
       for (let k = 0; k < msg.count; k++) {
@@ -450,7 +460,7 @@ process.on('message', (msg) => {
       send({ t: 'wm', wm, recv: recvTotal })
       break
     case 'report':
-      send(report())
+      send(report(msg.seq ?? null))
       break
     case 'close':
       closing = true

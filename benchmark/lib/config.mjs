@@ -24,7 +24,9 @@ function resolvable (name) {
  * name: id used on the command line and in results; label: for tables;
  * file: benchmark/servers/<file>; needs: packages that must resolve from
  * benchmark/servers (peers live in benchmark/node_modules); redis: two
- * instances on a Redis backend (publish to A, subscribe on B).
+ * instances on a Redis backend (publish to A, subscribe on B); options:
+ * plugin options for every case; optional: runs only when named in --systems
+ * (a diagnostic variant, not part of the matrix).
  */
 export const SYSTEMS = [
   { name: 'plugin', label: 'fastify-sse-hub (memory)', file: 'plugin.mjs', needs: ['fastify', '@sinclair/typebox'], build: true },
@@ -33,7 +35,8 @@ export const SYSTEMS = [
   { name: 'fastify-sse', label: '@fastify/sse', file: 'fastify-sse.mjs', needs: ['@fastify/sse', 'fastify'], peer: true },
   { name: 'better-sse', label: 'better-sse + fastify', file: 'better-sse.mjs', needs: ['better-sse', 'fastify'], peer: true },
   { name: 'fastify-sse-v2', label: 'fastify-sse-v2', file: 'fastify-sse-v2.mjs', needs: ['fastify-sse-v2', 'fastify'], peer: true },
-  { name: 'plugin-redis', label: 'fastify-sse-hub (Redis, 2 instances)', file: 'plugin.mjs', needs: ['fastify', '@sinclair/typebox', 'ioredis'], build: true, redis: true }
+  { name: 'plugin-redis', label: 'fastify-sse-hub (Redis, 2 instances)', file: 'plugin.mjs', needs: ['fastify', '@sinclair/typebox', 'ioredis'], build: true, redis: true },
+  { name: 'plugin-nohist', label: 'fastify-sse-hub (memory, history: 0)', file: 'plugin.mjs', needs: ['fastify', '@sinclair/typebox'], build: true, options: { history: 0 }, optional: true }
 ]
 
 /** Why a system cannot run here, or null. */
@@ -51,10 +54,34 @@ export function unavailable (sys) {
 // behind; raise it (BENCH_RATE_DRAIN_MS) to check that a backlog is delivered in full.
 const RATE_DRAIN_MS = Number(process.env.BENCH_RATE_DRAIN_MS ?? 2000)
 
+/**
+ * The targeted case (issue 15): many topics, few subscribers each; publishes
+ * go to uniformly random topics (`pick: 'random'`), 64 in flight over 8
+ * keep-alive connections (topic k on connection k mod 8, so each topic's
+ * events stay in order). A shape is `topics` x `n / topics` subscribers;
+ * `skip` lists systems not run for it.
+ */
+function targeted (quick) {
+  const closed = quick
+    ? { kind: 'closed', inflight: 64, conns: 8, warmupMs: 150, windowMs: 700, drainMs: 3000 }
+    : { kind: 'closed', inflight: 64, conns: 8, warmupMs: 1000, windowMs: 3000, drainMs: 10000 }
+  const n = quick ? 200 : 10000
+  return {
+    pick: 'random',
+    // fastify-sse-v2 is not in the issue's comparison; Redis only for one subscriber per topic.
+    shapes: [
+      { n, topics: n, skip: ['fastify-sse-v2'] },
+      { n, topics: n / 10, skip: ['fastify-sse-v2', 'plugin-redis'] }
+    ],
+    scenarios: [closed]
+  }
+}
+
 /** Scenario lists and windows. Times in ms. */
 export function matrix (quick) {
   if (quick) {
     return {
+      targeted: targeted(true),
       reps: 1,
       ns: [100],
       fanout: [
@@ -74,6 +101,7 @@ export function matrix (quick) {
     }
   }
   return {
+    targeted: targeted(false),
     reps: 3,
     ns: [100, 1000, 10000],
     fanout: [

@@ -2,6 +2,7 @@
 // taskset), redis-server, the subscriber workers; and the little HTTP the
 // orchestrator speaks to servers (/stats, /gc). Every wait is bounded.
 import { spawn } from 'node:child_process'
+import { createWriteStream } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -14,10 +15,20 @@ function pinned (cpu, cmd, args) {
   return cpu == null ? [cmd, args] : ['taskset', ['-c', String(cpu), cmd, ...args]]
 }
 
-/** Starts benchmark/servers/<file> and waits for its ready line: { child, port, pid }. */
-export function startServer (file, { cpu = null, args = [], nodeArgs = [], timeoutMs = 20000 } = {}) {
+/**
+ * Starts benchmark/servers/<file> and waits for its ready line: { child, port, pid }.
+ * `log`: a file its stdout and stderr are appended to (for flags such as --trace-gc).
+ */
+export function startServer (file, { cpu = null, args = [], nodeArgs = [], timeoutMs = 20000, log = null } = {}) {
   const [cmd, argv] = pinned(cpu, process.execPath, ['--expose-gc', ...nodeArgs, `${here}servers/${file}`, ...args])
-  const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: here })
+  // An IPC channel only so that the server sees 'disconnect' (and exits, servers/common.mjs) if
+  // the orchestrator dies without stopping it (killed by a test's timeout, say).
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], cwd: here })
+  if (log) {
+    const out = createWriteStream(log, { flags: 'a' })
+    child.stdout.pipe(out)
+    child.stderr.pipe(out)
+  }
   let err = ''
   child.stderr.setEncoding('utf8')
   child.stderr.on('data', (s) => { if (err.length < 4000) err += s })
@@ -28,16 +39,29 @@ export function startServer (file, { cpu = null, args = [], nodeArgs = [], timeo
       reject(new Error(`${file}: no ready line after ${timeoutMs} ms. stderr: ${err.slice(0, 1000)}`))
     }, timeoutMs)
     child.stdout.setEncoding('utf8')
+    let ready = false
     child.stdout.on('data', (s) => {
+      if (ready) return
       out += s
-      const nl = out.indexOf('\n')
-      if (nl === -1) return
-      clearTimeout(timer)
-      try {
-        const msg = JSON.parse(out.slice(0, nl))
-        resolve({ child, port: msg.port, pid: msg.pid, stderr: () => err })
-      } catch (e) {
-        reject(new Error(`${file}: bad ready line ${out.slice(0, 200)}`))
+      // The ready line is the first line that starts with {"ready" (flags such as --trace-gc print before it).
+      for (;;) {
+        const nl = out.indexOf('\n')
+        if (nl === -1) {
+          if (out.length > 65536) out = out.slice(-1024)
+          return
+        }
+        const line = out.slice(0, nl)
+        out = out.slice(nl + 1)
+        if (!line.startsWith('{"ready"')) continue
+        ready = true
+        clearTimeout(timer)
+        try {
+          const msg = JSON.parse(line)
+          resolve({ child, port: msg.port, pid: msg.pid, stderr: () => err })
+        } catch (e) {
+          reject(new Error(`${file}: bad ready line ${line.slice(0, 200)}`))
+        }
+        return
       }
     })
     child.once('exit', (code, sig) => {
@@ -146,7 +170,8 @@ export async function startRedis (cpu) {
 
 /**
  * The subscriber workers of one case: `count` sockets spread over the
- * workers, socket i following topic i % topics. Tracks each worker's
+ * workers, socket i following topic i % topics (events reach topics as
+ * `pick` says, lib/topics.mjs). Tracks each worker's
  * watermark; `wm` is the minimum over workers.
  */
 export class Clients {
@@ -173,7 +198,7 @@ export class Clients {
     return m === Infinity ? 0 : m
   }
 
-  async start ({ port, count, topics, epoch, spreadSources = false, concurrency = 256, timeoutMs = 90000 }) {
+  async start ({ port, count, topics, pick = 'rr', epoch, spreadSources = false, concurrency = 256, timeoutMs = 90000 }) {
     const per = Math.ceil(count / this.n)
     const connected = []
     for (let w = 0; w < this.n; w++) {
@@ -225,7 +250,7 @@ export class Clients {
           this.pending.delete(w)
           fn?.(null)
         })
-        child.send({ cmd: 'connect', port, count: mine, first, topics, epoch, concurrency, timeoutMs, spreadSources })
+        child.send({ cmd: 'connect', port, count: mine, first, topics, pick, epoch, concurrency, timeoutMs, spreadSources })
       }))
     }
     const res = await Promise.all(connected)
@@ -250,13 +275,14 @@ export class Clients {
     })
   }
 
-  /** Every worker's report, merged by the caller. */
-  report (timeoutMs = 10000) {
+  /** Every worker's report, merged by the caller; `seq`: each topic's last n published (Int32Array). */
+  report (seq = null, timeoutMs = 10000) {
+    const s = seq == null ? null : Array.from(seq)
     return Promise.all(this.procs.map((p, w) => new Promise(resolve => {
       if (!p.connected) return resolve(null)
       const timer = setTimeout(() => { this.pending.delete(w); resolve(null) }, timeoutMs)
       this.pending.set(w, (msg) => { clearTimeout(timer); resolve(msg) })
-      p.send({ cmd: 'report' })
+      p.send({ cmd: 'report', seq: s })
     })))
   }
 

@@ -83,24 +83,25 @@ const ok = (runs) => runs.filter(r => !r.failed && !r.skipped)
 
 export function summaryTable (file) {
   const { recs } = load(file)
-  const lines = ['system          case    N      scenario      deliv/s   events/s   p50 ms  p99 ms  max ms  us/deliv  client  status']
+  const lines = ['system          case             N      scenario      deliv/s   events/s   p50 ms  p99 ms  max ms  us/deliv     GC  RSS MiB  client  status']
+  const kase = (r) => (r.case === 'targeted' ? `targeted ${r.topics}x${r.n / r.topics}` : r.case).padEnd(16)
   for (const r of recs) {
     if (r.type === 'idle') {
-      lines.push(`${r.system.padEnd(15)} ${r.case.padEnd(7)} ${String(r.n).padEnd(6)} idle          RSS/stream ${kib(r.rssPerStream)} KiB, connect ${r.connectMs} ms`)
+      lines.push(`${r.system.padEnd(15)} ${kase(r)} ${String(r.n).padEnd(6)} idle          RSS/stream ${kib(r.rssPerStream)} KiB, connect ${r.connectMs} ms`)
       continue
     }
     if (r.type === 'error') {
-      lines.push(`${r.system.padEnd(15)} ${r.case.padEnd(7)} ${String(r.n).padEnd(6)} ERROR ${r.error.split('\n')[0]}`)
+      lines.push(`${r.system.padEnd(15)} ${kase(r)} ${String(r.n).padEnd(6)} ERROR ${r.error.split('\n')[0]}`)
       continue
     }
     if (r.type !== 'scenario') continue
     const what = r.scenario === 'rate' ? `rate ${r.rate}` : `${r.scenario} ${r.inflight}`
     if (r.skipped) {
-      lines.push(`${r.system.padEnd(15)} ${r.case.padEnd(7)} ${String(r.n).padEnd(6)} ${what.padEnd(13)} skipped: ${r.skipped}`)
+      lines.push(`${r.system.padEnd(15)} ${kase(r)} ${String(r.n).padEnd(6)} ${what.padEnd(13)} skipped: ${r.skipped}`)
       continue
     }
     const status = r.failed ? `FAILED: ${r.failReason}` : r.scenario === 'rate' ? (r.keptUp ? 'kept up' : 'fell behind') : 'ok'
-    lines.push(`${r.system.padEnd(15)} ${r.case.padEnd(7)} ${String(r.n).padEnd(6)} ${what.padEnd(13)} ${si(r.deliveriesPerSec).padStart(8)} ${si(r.eventsPerSec).padStart(9)} ${msf(r.latencyMs.p50).padStart(8)} ${msf(r.latencyMs.p99).padStart(7)} ${msf(r.latencyMs.max).padStart(7)} ${(r.cpuUsPerDelivery?.toFixed(2) ?? '–').padStart(9)} ${(Math.round(r.clientCpuFrac * 100) + '%').padStart(7)}  ${status}`)
+    lines.push(`${r.system.padEnd(15)} ${kase(r)} ${String(r.n).padEnd(6)} ${what.padEnd(13)} ${si(r.deliveriesPerSec).padStart(8)} ${si(r.eventsPerSec).padStart(9)} ${msf(r.latencyMs.p50).padStart(8)} ${msf(r.latencyMs.p99).padStart(7)} ${msf(r.latencyMs.max).padStart(7)} ${(r.cpuUsPerDelivery?.toFixed(2) ?? '–').padStart(9)} ${(r.gc?.share != null ? (r.gc.share * 100).toFixed(1) + '%' : '–').padStart(6)} ${mib(r.rssEnd).padStart(8)} ${(Math.round(r.clientCpuFrac * 100) + '%').padStart(7)}  ${status}`)
   }
   return lines.join('\n')
 }
@@ -304,6 +305,64 @@ export function writeReport (file, dir) {
         })
         L.push(`| ${n.toLocaleString('en-US')} | ${rate.toLocaleString('en-US')} | ${cells.join(' | ')} |`)
       }
+    }
+    L.push('')
+  }
+
+  // ---------------- targeted delivery (issue 15)
+  const tShapes = [...new Map(recs.filter(r => r.case === 'targeted' && r.type === 'idle').map(r => [`${r.topics}x${r.n}`, { n: r.n, topics: r.topics }])).values()]
+    .sort((a, b) => b.topics - a.topics)
+  if (tShapes.length) {
+    const tRuns = (sh, s) => recs.filter(r => r.case === 'targeted' && r.type === 'scenario' && !r.skipped && r.n === sh.n && r.topics === sh.topics && r.system === s)
+    const tMed = (sh, s, f) => median(ok(tRuns(sh, s)).map(f))
+    const tDps = (sh, s) => tMed(sh, s, r => r.deliveriesPerSec)
+    const tP99 = (sh, s) => median(ok(tRuns(sh, s)).filter(r => r.latencyComplete !== false).map(r => r.latencyMs.p99))
+    const sc0 = meta.matrix?.targeted?.scenarios?.[0] ?? {}
+    L.push('## Targeted delivery: many topics, few subscribers each')
+    L.push('')
+    L.push(`Per-user topics and small rooms: each publish reaches one topic's few sockets, so nothing can be coalesced and the per-publish cost decides. Publishes go to uniformly random topics, ${sc0.inflight ?? 64} in flight (closed loop: published and not yet received by every subscriber) over ${sc0.conns ?? 8} keep-alive connections (topic k on connection k mod ${sc0.conns ?? 8}, so each topic's events stay in order), ~100-byte JSON bodies; ${((sc0.windowMs ?? 0) / 1000).toFixed(1)} s window. The plugin's route is \`await channel.topic({ topic }).publish('tick', req.body)\` with a TypeBox-typed event (validated) and default history; the floor a \`Map\` topic → responses with \`res.write\` per event; @fastify/sse a \`Map\` of replies; better-sse one channel per topic. Every subscriber must get exactly its topic's events, in order. "GC" = garbage-collection pauses on the server's main thread (perf_hooks observer; wall-clock, so inflated when other processes take the core) as a share of its CPU time in the window; "other load" = cores used by processes outside the benchmark during the window; "RSS" = the server's RSS at the end of the window (no forced GC).`)
+    L.push('')
+    for (const sh of tShapes) {
+      const per = sh.n / sh.topics
+      L.push(`### ${sh.topics.toLocaleString('en-US')} topics × ${per} subscriber${per > 1 ? 's' : ''}`)
+      L.push('')
+      L.push('| system | deliveries/s | × floor | × @fastify/sse | server µs/delivery | GC | p50 ms | p99 ms | max ms | RSS MiB | deliveries per write | server CPU | client CPU | other load | ok runs |')
+      L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+      for (const s of systems) {
+        const runs = tRuns(sh, s)
+        if (!runs.length) continue
+        const good = ok(runs)
+        const lat = good.filter(r => r.latencyComplete !== false)
+        const v = tDps(sh, s)
+        L.push(`| ${LABEL[s]} | ${mmm(good, r => r.deliveriesPerSec)} | ${s === 'floor' ? '1×' : ratio(v, tDps(sh, 'floor'))} | ${s === 'fastify-sse' ? '1×' : ratio(v, tDps(sh, 'fastify-sse'))} | ${mmm(good, r => r.cpuUsPerDelivery, x => x.toFixed(1))} | ${mmm(good, r => r.gc?.share != null ? r.gc.share * 100 : null, x => x.toFixed(1) + '%')} | ${mmm(lat, r => r.latencyMs.p50, msf)} | ${mmm(lat, r => r.latencyMs.p99, msf)} | ${mmm(lat, r => r.latencyMs.max, msf)} | ${mmm(good, r => r.rssEnd, mib)} | ${mmm(good, r => r.deliveriesPerWrite, x => x.toFixed(2))} | ${mmm(good, r => r.serverCpuFrac * 100, x => x.toFixed(0) + '%')} | ${mmm(good, r => r.clientCpuFrac * 100, x => x.toFixed(0) + '%')} | ${mmm(good, r => r.foreignLoad, x => x.toFixed(2))} | ${good.length}/${runs.length} |`)
+      }
+      L.push('')
+    }
+    // Issue 15's targets (same-run ratios of medians).
+    const verdict = (cond) => cond == null ? 'not measured' : cond ? '**met**' : '**not met**'
+    const both = (...xs) => xs.every(x => x != null)
+    const one = tShapes.find(sh => sh.n === sh.topics)
+    const ten = tShapes.find(sh => sh.n === sh.topics * 10)
+    L.push('Targets (issue 15):')
+    L.push('')
+    if (one) {
+      const pl = tDps(one, 'plugin')
+      const fl = tDps(one, 'floor')
+      const fs = tDps(one, 'fastify-sse')
+      const plP = tP99(one, 'plugin')
+      const flP = tP99(one, 'floor')
+      const plR = tMed(one, 'plugin', r => r.rssEnd)
+      const fsR = tMed(one, 'fastify-sse', r => r.rssEnd)
+      L.push(`- ${one.topics.toLocaleString('en-US')} × 1: ≥ 1.25× the floor: ${ratio(pl, fl)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.25 * fl : null)}; ≥ 1.15× @fastify/sse: ${ratio(pl, fs)} — ${verdict(both(pl, fs) ? pl >= 1.15 * fs : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}; RSS ≤ 1.2× @fastify/sse's: ${mib(plR)} vs ${mib(fsR)} MiB (${ratio(plR, fsR)}) — ${verdict(both(plR, fsR) ? plR <= 1.2 * fsR : null)}.`)
+      const rd = tDps(one, 'plugin-redis')
+      if (rd != null) L.push(`- ${one.topics.toLocaleString('en-US')} × 1 on Redis (2 instances) ≥ 0.8× the memory backend: ${ratio(rd, pl)} (${si(rd)} vs ${si(pl)}) — ${verdict(pl != null ? rd >= 0.8 * pl : null)}.`)
+    }
+    if (ten) {
+      const pl = tDps(ten, 'plugin')
+      const fl = tDps(ten, 'floor')
+      const plP = tP99(ten, 'plugin')
+      const flP = tP99(ten, 'floor')
+      L.push(`- ${ten.topics.toLocaleString('en-US')} × 10: ≥ 1.3× the floor: ${ratio(pl, fl)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.3 * fl : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}.`)
     }
     L.push('')
   }
