@@ -265,6 +265,25 @@ t.test('after thousands of per-topic drops (the FIFO compacts), byte eviction st
   t.equal(h.bytes, 2 * TOPIC_OVERHEAD + 3 * one)
 })
 
+t.test('the FIFO compaction keeps publish order across topics', async t => {
+  // b and c stay live while 1,500 events of a (history 1) are dropped one by
+  // one: the FIFO compacts exactly once (past 1,024 dropped entries). 5-digit
+  // seqs: every event the same size.
+  const one = size(ev('a', 10000))
+  const h = new History(limits({ history: 1, maxHistoryBytes: 4 * TOPIC_OVERHEAD + 3 * one }))
+  for (const k of ['a', 'b', 'c', 'd']) h.setSubscribed(k, true)
+  h.append(ev('b', 10001), 0)
+  h.append(ev('c', 10002), 0)
+  for (let s = 10003; s < 11503; s++) h.append(ev('a', s), 0)
+  t.equal(h.bytes, 4 * TOPIC_OVERHEAD + 3 * one, 'at the bound')
+  h.append(ev('d', 11503), 0) // over by one event: the oldest of the hub goes
+  t.same(h.latest('b', 10, 0), [], 'b\'s, the oldest, went')
+  t.same(seqs(h.latest('c', 10, 0)), [10002], 'c\'s stays')
+  t.same(seqs(h.latest('a', 10, 0)), [11502])
+  t.same(seqs(h.latest('d', 10, 0)), [11503])
+  t.equal(h.bytes, 4 * TOPIC_OVERHEAD + 3 * one)
+})
+
 t.test('latest(): the newest `count` events, oldest first', async t => {
   const h = new History(OPEN)
   for (let s = 1; s <= 5; s++) h.append(ev('a', s * 10), 0)

@@ -124,6 +124,20 @@ t.test('schedule() during a flush runs in a later flush, not this one', async t 
   t.same(log, ['source', 'a:flush', 'source', 'b:flush'])
 })
 
+t.test('requestFlush() during a flush (a delivery arriving mid-flush) makes one more flush, in a later turn', async t => {
+  const log: string[] = []
+  const pump = pumpWith()
+  let deliveries = 1
+  pump.source = { flush: () => { log.push('source'); if (deliveries-- > 0) pump.requestFlush() } }
+  pump.requestFlush()
+  await nextTurn()
+  t.same(log, ['source'])
+  await nextTurn()
+  t.same(log, ['source', 'source'])
+  await nextTurn()
+  t.same(log, ['source', 'source'], 'and no more')
+})
+
 t.test('flushed() asks for a flush and resolves after it', async t => {
   const log: string[] = []
   const pump = pumpWith()
