@@ -25,7 +25,11 @@ export function parseId (id: string): { epoch: string, seq: number } | null {
   return Number.isSafeInteger(seq) ? { epoch: m[1], seq } : null
 }
 
-/** A fresh epoch: the time in base 36 and a random tail, unique per history. */
+/**
+ * A fresh epoch: the time in base 36 and a random tail of 8 base-36 digits
+ * (36^8 = 2.8e12 values), so two histories started in the same millisecond
+ * do not share one. 16 characters.
+ */
 export function newEpoch (): string {
-  return Date.now().toString(36) + Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, '0')
+  return Date.now().toString(36) + Math.floor(Math.random() * 36 ** 8).toString(36).padStart(8, '0')
 }

@@ -192,7 +192,10 @@ export function normalizeOptions (options: SseHubOptions = {}): NormalizedOption
   for (const key of Object.keys(options)) {
     if (!known.has(key)) throw new FST_ERR_SSEHUB_OPTION_INVALID(key, `is not an option; known options are ${[...known].join(', ')}`)
   }
-  const o = { ...defaults, ...options }
+  // An option given as undefined means its default, as its type says.
+  const given: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(options)) if (value !== undefined) given[key] = value
+  const o = { ...defaults, ...given } as NormalizedOptions
   const result: NormalizedOptions = {
     heartbeat: intOrFalse('heartbeat', o.heartbeat, 10, MAX_MS),
     retry: intOrFalse('retry', o.retry, 0, MAX_MS),

@@ -86,7 +86,8 @@ export class Pump {
   /** Queues `stream` for the next flush. */
   schedule (stream: Pumped): void {
     this.dirty.push(stream)
-    this.requestFlush()
+    // During a flush, its end sees the list is not empty and asks for the next one.
+    if (!this.flushing) this.requestFlush()
   }
 
   /** Makes sure a flush runs this event-loop turn: one `setImmediate` serves every stream and topic. */

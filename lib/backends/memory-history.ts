@@ -190,7 +190,15 @@ export class History {
     const ttl = this.limits.historyTtl
     if (ttl === 0) return
     const cutoff = now - ttl
-    while (this.fifo.length > 0 && this.fifo.at(0).at <= cutoff) this.evictFifoFront()
+    for (;;) {
+      // Entries already dropped by another bound go first: their age says nothing of the next live one.
+      while (this.fifo.length > 0 && this.fifo.at(0).dropped) {
+        this.fifo.shift()
+        this.fifoDropped--
+      }
+      if (this.fifo.length === 0 || this.fifo.at(0).at > cutoff) return
+      this.evictFifoFront()
+    }
   }
 
   /** Drops the oldest kept entry of the hub; false when there is none. */
