@@ -65,7 +65,9 @@ export function consumer (name: string, dependencies: Record<string, string>, ta
     mkdirSync(staging, { recursive: true })
     execFileSync('cp', [tarball, join(staging, 'fastify-sse-hub.tgz')])
     writeFileSync(join(staging, 'package.json'), JSON.stringify({
-      name: `consumer-${name}`, private: true, type: 'module',
+      name: `consumer-${name}`,
+      private: true,
+      type: 'module',
       dependencies: { ...dependencies, 'fastify-sse-hub': 'file:./fastify-sse-hub.tgz' }
     }, null, 2))
     execFileSync(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: staging, stdio: ['ignore', 'ignore', 'inherit'], timeout: 300_000 })
