@@ -74,6 +74,10 @@ export function consumer (name: string, dependencies: Record<string, string>, ta
     writeFileSync(join(staging, 'node_modules', '.installed'), new Date().toISOString())
     rmSync(cached, { recursive: true, force: true })
     try { renameSync(staging, cached) } catch { rmSync(staging, { recursive: true, force: true }) } // another run got there first: same tree
+    // Installs for older dependency sets of this project are stale now.
+    for (const entry of readdirSync(cacheRoot)) {
+      if (entry.startsWith(`${name}-`) && !entry.includes('.tmp-') && join(cacheRoot, entry) !== cached) rmSync(join(cacheRoot, entry), { recursive: true, force: true })
+    }
   }
 
   const dir = mkdtempSync(join(tmpdir(), `sse-hub-consumer-${name}-`))
