@@ -142,6 +142,8 @@ const PARAM_SEGMENT = /^:[A-Za-z_][A-Za-z0-9_]*$/
 const EVENT_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$/
 /** Names the hub or EventSource itself uses: `reset` is the hub's gap signal; `open`/`error` would fire EventSource's own handlers. */
 const RESERVED_EVENTS = new Set(['reset', 'open', 'error', 'sse-hub:head'])
+// Control characters are exactly what this refuses.
+// eslint-disable-next-line no-control-regex
 const UNSAFE_PARAM = /[/\x00-\x1f\x7f-\x9f]/
 
 interface CompiledEvent {

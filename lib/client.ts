@@ -82,13 +82,13 @@ export interface ResetInfo {
 export interface EventSourceLike {
   readonly readyState: number
   readonly url: string
-  addEventListener: (type: string, listener: (event: any) => void) => void // eslint-disable-line @typescript-eslint/no-explicit-any
-  removeEventListener: (type: string, listener: (event: any) => void) => void // eslint-disable-line @typescript-eslint/no-explicit-any
+  addEventListener: (type: string, listener: (event: any) => void) => void
+  removeEventListener: (type: string, listener: (event: any) => void) => void
   close: () => void
 }
 
 /** An `EventSource` constructor: the browser's global, or one from a package in Node. */
-export type EventSourceConstructor = new (url: string, init?: any) => EventSourceLike // eslint-disable-line @typescript-eslint/no-explicit-any
+export type EventSourceConstructor = new (url: string, init?: any) => EventSourceLike
 
 /** Options of {@link subscribe}. */
 export interface SubscribeOptions {

@@ -83,7 +83,9 @@ export async function injectSse (app: Injectable, options: InjectSseOptions): Pr
   let taken = 0
   let text = ''
   let ended = false
-  let wake: (() => void) | null = null
+  // Pending take()s, re-checked on every chunk and at the end.
+  const wakers = new Set<() => void>()
+  const wake = (): void => { for (const w of [...wakers]) w() }
   const parser = frameParser(event => {
     if (!includeHead && event.event === HEAD_EVENT) return
     events.push(event)
@@ -92,9 +94,9 @@ export async function injectSse (app: Injectable, options: InjectSseOptions): Pr
   stream.on('data', (chunk: string) => {
     text += chunk
     parser(chunk)
-    wake?.()
+    wake()
   })
-  const end = (): void => { ended = true; wake?.() }
+  const end = (): void => { ended = true; wake() }
   stream.on('end', end)
   stream.on('close', end)
   stream.on('error', end)
@@ -113,8 +115,8 @@ export async function injectSse (app: Injectable, options: InjectSseOptions): Pr
       done()
       reject(new Error(`fastify-sse-hub/testing: ${events.length - taken} of the ${count} events asked for arrived within ${ms} ms: ${JSON.stringify(events.slice(taken))}`))
     }, ms)
-    const done = (): void => { clearTimeout(timer); wake = null }
-    wake = check
+    const done = (): void => { clearTimeout(timer); wakers.delete(check) }
+    wakers.add(check)
     check()
   })
 

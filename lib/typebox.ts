@@ -38,8 +38,8 @@ export function compile (schema: object): Checker {
     const check = v0.TypeCompiler.Compile(schema)
     return value => {
       if (check.Check(value)) return null
-      for (const error of check.Errors(value)) return { path: error.path, message: error.message }
-      return { path: '', message: 'does not match the schema' }
+      const first = check.Errors(value)[Symbol.iterator]().next()
+      return first.done === true ? { path: '', message: 'does not match the schema' } : { path: first.value.path, message: first.value.message }
     }
   }
   v1 ??= load<V1Compiler>('typebox/compile', 'this schema was made with typebox 1.x')

@@ -51,6 +51,19 @@ t.test('injectSse: a subscribe stream opens, receives what is published after, a
   resumed.close()
 })
 
+t.test('takes pending together get successive events, in order', async t => {
+  const { app, ticker } = await appWithTicker(t)
+  const stream = await injectSse(app, '/ticker')
+  t.teardown(() => stream.close())
+  const a = stream.take(1)
+  const b = stream.take(1)
+  await ticker.publish('price', { symbol: 'A', price: 1 })
+  await ticker.publish('price', { symbol: 'B', price: 2 })
+  const [[first], [second]] = await Promise.all([a, b])
+  t.same([first.data, second.data], [{ symbol: 'A', price: 1 }, { symbol: 'B', price: 2 }])
+  t.equal(stream.events.length, 2, 'events holds everything received')
+})
+
 t.test('collectEvents: a stream that produces by itself, in one call', async t => {
   const { app } = await appWithTicker(t)
   t.same(await collectEvents(app, '/count', 3), [

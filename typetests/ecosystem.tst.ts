@@ -81,7 +81,7 @@ describe('authorize and snapshot params, from the template', () => {
     defineChannel('ticker', {
       events: { m: Message },
       authorize: (request, params) => {
-        expect(params).type.toBe<{}>() // eslint-disable-line @typescript-eslint/no-empty-object-type
+        expect(params).type.toBe<{}>()
         return true
       }
     })

@@ -117,7 +117,7 @@ export class SseHub extends EventEmitter<SseHubEvents> {
    * `defineChannel()`. Schemas are compiled now; a duplicate or overlapping
    * name, or an invalid definition, throws a coded error at once.
    */
-  channel<const N extends string, E extends EventMap> (name: N, options: ChannelOptions<E>): Channel<N, E>
+  channel<const N extends string, E extends EventMap> (name: N, options: ChannelOptions<E, N>): Channel<N, E>
   channel<N extends string, E extends EventMap> (definition: Channel<N, E>): Channel<N, E>
   channel (nameOrDefinition: unknown, options?: ChannelOptions<EventMap>): Channel<any, any> { // eslint-disable-line @typescript-eslint/no-explicit-any
     const channel = nameOrDefinition instanceof ChannelImpl

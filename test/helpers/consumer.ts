@@ -65,13 +65,19 @@ export function consumer (name: string, dependencies: Record<string, string>, ta
     mkdirSync(staging, { recursive: true })
     execFileSync('cp', [tarball, join(staging, 'fastify-sse-hub.tgz')])
     writeFileSync(join(staging, 'package.json'), JSON.stringify({
-      name: `consumer-${name}`, private: true, type: 'module',
+      name: `consumer-${name}`,
+      private: true,
+      type: 'module',
       dependencies: { ...dependencies, 'fastify-sse-hub': 'file:./fastify-sse-hub.tgz' }
     }, null, 2))
     execFileSync(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: staging, stdio: ['ignore', 'ignore', 'inherit'], timeout: 300_000 })
     writeFileSync(join(staging, 'node_modules', '.installed'), new Date().toISOString())
     rmSync(cached, { recursive: true, force: true })
     try { renameSync(staging, cached) } catch { rmSync(staging, { recursive: true, force: true }) } // another run got there first: same tree
+    // Installs for older dependency sets of this project are stale now.
+    for (const entry of readdirSync(cacheRoot)) {
+      if (entry.startsWith(`${name}-`) && !entry.includes('.tmp-') && join(cacheRoot, entry) !== cached) rmSync(join(cacheRoot, entry), { recursive: true, force: true })
+    }
   }
 
   const dir = mkdtempSync(join(tmpdir(), `sse-hub-consumer-${name}-`))
