@@ -597,7 +597,7 @@ async function runCase (c) {
   }
   const caseTimer = setTimeout(() => ctx.abort('case took over 180 s'), 180000)
   try {
-    let serverArgs = sys.dist ? ['--dist', sys.dist] : sys.build && distSnapshot ? ['--dist', distSnapshot] : []
+    const serverArgs = sys.dist ? ['--dist', sys.dist] : sys.build && distSnapshot ? ['--dist', distSnapshot] : []
     if (sys.redis) {
       const prefix = `b${rep}${kind}${n}x${Date.now().toString(36)}`
       serverArgs.push('--redis', redis.url, '--prefix', prefix)
@@ -689,7 +689,7 @@ function fmt (x) {
   return x.toFixed(x < 10 ? 2 : 0)
 }
 function progress (c, r) {
-  const what = r.scenario === 'rate' ? `rate ${r.rate}/s` : r.scenario === 'closed' ? `closed ${r.inflight}` : `latency (1)`
+  const what = r.scenario === 'rate' ? `rate ${r.rate}/s` : r.scenario === 'closed' ? `closed ${r.inflight}` : 'latency (1)'
   const busy = r.foreignLoad > 0.2 ? ` [other load ${r.foreignLoad.toFixed(2)} cores]` : ''
   const status = (r.failed ? `FAILED (${r.failReason})` : r.scenario === 'rate' ? (r.keptUp ? 'kept up' : `fell behind (backlog ${r.backlogEvents})`) : '') + busy
   const shape = c.topics > 1 ? ` (${c.topics}x${c.n / c.topics})` : ''

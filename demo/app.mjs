@@ -74,7 +74,7 @@ export async function buildDemo (options = {}) {
     lastId = meta.id
   })
 
-  let quote = SYMBOLS.map((symbol, i) => ({ symbol, price: OPENING[i] }))
+  const quote = SYMBOLS.map((symbol, i) => ({ symbol, price: OPENING[i] }))
   /** Moves one symbol's price a little and publishes it; resolves to the event id. */
   async function tick (symbol = SYMBOLS[Math.floor(Math.random() * SYMBOLS.length)]) {
     const q = quote.find(q => q.symbol === symbol)

@@ -16,7 +16,7 @@ import { formatId, parseId } from './ids.js'
 /** The assertions the suite uses: tap's `Test` has them all. */
 export interface ContractTest {
   /** A subtest; its callback gets a test with these same assertions. */
-  test (name: string, fn: (t: any) => Promise<void>): unknown // eslint-disable-line @typescript-eslint/no-explicit-any
+  test (name: string, fn: (t: any) => Promise<void>): unknown
   ok (value: unknown, message: string): unknown
   equal (found: unknown, wanted: unknown, message: string): unknown
   same (found: unknown, wanted: unknown, message: string): unknown
@@ -162,7 +162,10 @@ export function backendContract (t: ContractTest, options: ContractOptions): voi
     for (const k of topics) await backend.subscribe(k, 'ch')
     let publishing = true
     const writer = (async () => {
-      for (let i = 0; publishing && i < 2000; i++) await backend.publish(topics[i % 3], 'e', JSON.stringify({ i }), undefined, 'ch')
+      for (let i = 0; i < 2000; i++) {
+        if (!publishing) break
+        await backend.publish(topics[i % 3], 'e', JSON.stringify({ i }), undefined, 'ch')
+      }
     })()
     let checked = 0
     for (let round = 0; round < 20; round++) {

@@ -170,7 +170,9 @@ type Framed = HubEvent & { [kFrame]?: Buffer }
  */
 export function eventFrame (ev: HubEvent): Buffer {
   const framed = ev as Framed
-  return framed[kFrame] ??= Buffer.from('event: ' + ev.event + '\nid: ' + ev.id + '\ndata: ' + ev.data + '\n\n')
+  let frame = framed[kFrame]
+  if (frame === undefined) framed[kFrame] = frame = Buffer.from('event: ' + ev.event + '\nid: ' + ev.id + '\ndata: ' + ev.data + '\n\n')
+  return frame
 }
 
 /** One packet holding the frames of `events`, in order: shared as is by every subscriber of a topic. */

@@ -42,7 +42,7 @@ if (noRedis === false && ENGINES.some(e => engineSkip(e) === false)) {
 async function worker (t: Tap.Test, url: string, prefix: string): Promise<{ publish: () => Promise<string>, published: string[] }> {
   ensureDist()
   // @ts-expect-error plain ESM JavaScript, no declarations
-  const { demoChannels } = await import('../demo/channels.mjs') as { demoChannels: () => Record<'ticker' | 'room', any> } // eslint-disable-line @typescript-eslint/no-explicit-any
+  const { demoChannels } = await import('../demo/channels.mjs') as { demoChannels: () => Record<'ticker' | 'room', any> }
   const { createPublisher } = await import('../dist/esm/redis.js')
   const publisher = await createPublisher({ url, prefix, log: { info () {}, warn () {}, error () {} } })
   t.teardown(() => publisher.close())

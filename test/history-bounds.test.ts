@@ -160,7 +160,9 @@ t.test('a freed topic resumed from an old id gets reset; a never-used topic resu
 })
 
 t.test('memory per idle topic and per history event', async t => {
-  // Idle topics: one small event each, nobody subscribed.
+  // Idle topics: one small event each, nobody subscribed. (A block: the
+  // part below reuses these names for its own app.)
+  // eslint-disable-next-line no-lone-blocks
   {
     const { app, room } = await roomsApp(t, { maxIdleTopics: 20_000 })
     await room.topic({ roomId: 'warm' }).publish('m', { n: 0 })

@@ -42,7 +42,6 @@ class H2Sse extends Wakeable {
     this.req.on('end', () => { this.ended = true; this.wake() })
     this.req.on('error', (err) => { this.error = err; this.wake() })
   }
-
 }
 
 function connect (t: { teardown: (fn: () => void) => void }, url: string): http2.ClientHttp2Session {

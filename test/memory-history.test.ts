@@ -333,7 +333,7 @@ t.test('seeded random operations keep every promise, and the bytes return to 0',
         if (s < 0) continue
         const got = h.after(k, s, now)
         checks++
-        if (got.trimmed !== s < maxLost) return t.fail(`op ${op}: after(${k}, ${s}).trimmed ${String(got.trimmed)}, lost up to ${maxLost}`) as false
+        if (got.trimmed !== (s < maxLost)) return t.fail(`op ${op}: after(${k}, ${s}).trimmed ${String(got.trimmed)}, lost up to ${maxLost}`) as false
         if (!got.trimmed && seqs(got.events).join() !== keptSeqs.filter(x => x > s).join()) return t.fail(`op ${op}: after(${k}, ${s}) events`) as false
       }
     }

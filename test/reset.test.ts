@@ -45,7 +45,6 @@ t.test('trimmed: history 10, 60 published, resume from event 5 -> reset, nothing
   t.equal(app.sse.stats().resets, 2)
   t.equal(app.sse.stats().resumes, 0, 'a reset is not a resume')
 
-
   // Resuming from the reset's id replays exactly what came after it.
   const c = await SseClient.open(url + '/follow?t=ticker,a', { 'last-event-id': asked })
   await c.waitEvents(1)

@@ -7,7 +7,7 @@ export const BUCKETS = 512
 
 /** Bucket index of a latency in microseconds (clamped to 0 .. 2^31-1). */
 export function bucketOf (us) {
-  let v = us < 0 ? 0 : us > 2147483647 ? 2147483647 : Math.floor(us)
+  const v = us < 0 ? 0 : us > 2147483647 ? 2147483647 : Math.floor(us)
   if (v < 16) return v
   const e = 31 - Math.clz32(v)
   return 16 + (e - 4) * 16 + ((v >>> (e - 4)) & 15)

@@ -375,11 +375,13 @@ export function writeReport (file, dir) {
   L.push('| N | ' + systems.map(s => LABEL[s]).join(' | ') + ' |')
   L.push('|---:|' + systems.map(() => '---:').join('|') + '|')
   for (const n of ns) L.push(`| ${n.toLocaleString('en-US')}: KiB/idle stream | ` + systems.map(s => mmm(get('fanout', n, s, 'idle'), r => r.rssPerStream, kib)).join(' | ') + ' |')
-  for (const n of ns) L.push(`| ${n.toLocaleString('en-US')}: MiB RSS idle / after load | ` + systems.map(s => {
-    const idle = median(get('fanout', n, s, 'idle').map(r => r.rssIdle))
-    const after = median(get('fanout', n, s, 'after-load').map(r => r.rss))
-    return `${mib(idle)} / ${mib(after)}`
-  }).join(' | ') + ' |')
+  for (const n of ns) {
+    L.push(`| ${n.toLocaleString('en-US')}: MiB RSS idle / after load | ` + systems.map(s => {
+      const idle = median(get('fanout', n, s, 'idle').map(r => r.rssIdle))
+      const after = median(get('fanout', n, s, 'after-load').map(r => r.rss))
+      return `${mib(idle)} / ${mib(after)}`
+    }).join(' | ') + ' |')
+  }
   L.push('')
 
   // ---------------- many channels

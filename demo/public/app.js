@@ -5,7 +5,7 @@
 // server), it loads the state again and subscribes from the new id.
 import { subscribe } from '/client.js'
 
-const roomId = new URLSearchParams(location.search).get('room') || 'lobby'
+const roomId = new URLSearchParams(window.location.search).get('room') || 'lobby'
 const $ = (selector) => document.querySelector(selector)
 
 // What the page has seen, for the curious (and for the end-to-end tests).

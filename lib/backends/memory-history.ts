@@ -118,7 +118,7 @@ export class History {
       this.idle.set(topic.key, topic)
     }
     if (topic.entries.length > this.limits.history) this.dropOldest(topic)
-    while (this.bytes > this.limits.maxHistoryBytes && this.evictFifoFront()) {}
+    while (this.bytes > this.limits.maxHistoryBytes && this.evictFifoFront()) continue
     while (this.idle.size > this.limits.maxIdleTopics) {
       this.freeTopic(this.idle.values().next().value as TopicLog)
     }

@@ -91,7 +91,6 @@ const PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
 /** Reconnect backoff: 50 ms, 100 ms, ... up to 2 s, forever. */
 const retryStrategy = (attempt: number): number => Math.min(attempt * 50, 2_000)
 
-
 /** How many epochs an instance remembers having left: messages still in flight from them are dropped, never followed. */
 const RETIRED = 16
 

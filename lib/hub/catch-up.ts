@@ -19,7 +19,6 @@ import { bySeq } from './fanout.js'
 import type { Member } from './member.js'
 import type { LocalTopic } from './topics.js'
 
-
 /** A snapshot call's outcome, captured at once so a rejection is never left unhandled. */
 export type SnapshotOutcome = { ok: true, channel: ChannelImpl, value: unknown } | { ok: false, error: unknown }
 

@@ -119,7 +119,7 @@ export class SseHub extends EventEmitter<SseHubEvents> {
    */
   channel<const N extends string, E extends EventMap> (name: N, options: ChannelOptions<E, N>): Channel<N, E>
   channel<N extends string, E extends EventMap> (definition: Channel<N, E>): Channel<N, E>
-  channel (nameOrDefinition: unknown, options?: ChannelOptions<EventMap>): Channel<any, any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  channel (nameOrDefinition: unknown, options?: ChannelOptions<EventMap>): Channel<any, any> {
     const channel = nameOrDefinition instanceof ChannelImpl
       ? nameOrDefinition
       : new ChannelImpl(nameOrDefinition as string, options as ChannelOptions<EventMap>)
@@ -133,7 +133,7 @@ export class SseHub extends EventEmitter<SseHubEvents> {
     }
     channel.host = this.channelHost
     this.channels.set(channel.name, channel)
-    return channel as unknown as Channel<any, any> // eslint-disable-line @typescript-eslint/no-explicit-any
+    return channel as unknown as Channel<any, any>
   }
 
   /** A validated, serialised event, handed to the backend. */
