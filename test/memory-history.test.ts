@@ -7,22 +7,11 @@
 import t from 'tap'
 import { Ring, History } from '../lib/backends/memory-history.js'
 import type { HubEvent, HistoryLimits } from '../lib/backend.js'
+import { prng } from './helpers/prng.js'
 
 /** Per-entry and per-topic overheads the store counts (lib/backends/memory-history.ts). */
 const ENTRY_OVERHEAD = 320
 const TOPIC_OVERHEAD = 360
-
-/** A small seeded PRNG (mulberry32): the same sequence on every run. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function ev (topic: string, seq: number, data = '{}', event = 'm'): HubEvent {
   return { id: `e-${seq}`, seq, topic, channel: topic, event, data }

@@ -16,23 +16,13 @@ import { makeApp, SseClient } from './helpers/index.js'
 import { RedisServer, redisSkip } from './helpers/redis.js'
 import { redisBackend } from '../lib/redis.js'
 import type { Backend } from '../lib/index.js'
+import { prng } from './helpers/prng.js'
 
 const Ev = Type.Object({ topic: Type.String(), n: Type.Number() })
 const TOPICS = ['r0', 'r1', 'r2', 'r3', 'r4', 'r5']
 const SUBSCRIBERS = 16
 const PUBLISHES = 1_200
 const SEEDS = Number(process.env.SEEDS ?? 3)
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 interface Acked { seq: number, id: string, topic: string, n: number }
 

@@ -17,6 +17,7 @@ import { createParser, type EventSourceMessage, type EventSourceParser } from 'e
 import { TextDecoder } from 'node:util'
 import { encode, frameText, type SseMessage } from '../lib/encoder.js'
 import { heavySuite } from './helpers/heavy.js'
+import { prng } from './helpers/prng.js'
 
 await heavySuite()
 
@@ -44,19 +45,7 @@ function parseSeed (value: string | undefined): number {
   return n >>> 0
 }
 
-/** mulberry32: tiny, fast and good enough to drive a fuzzer reproducibly. */
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-const rnd = mulberry32(SEED)
+const rnd = prng(SEED)
 const int = (n: number): number => Math.floor(rnd() * n)
 const chance = (p: number): boolean => rnd() < p
 const pick = <T>(items: readonly T[]): T => items[int(items.length)]
