@@ -8,7 +8,8 @@ import type { ServerResponse } from 'node:http'
 import type { Http2ServerResponse } from 'node:http2'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import { encode, commentText, packet, packetOf, retryFrame, type Packet, type SseMessage } from './encoder.js'
-import { PRINTABLE } from './ids.js'
+import { lastEventIdOf, writeHead } from './response.js'
+import { Backlog, PACE_BYTES, unsent } from './backlog.js'
 import type { Pump } from './pump.js'
 import type { Subscribable } from './channel.js'
 
@@ -28,24 +29,10 @@ export type SseSource = AsyncIterable<SseMessage | string> | Iterable<SseMessage
 
 type Response = ServerResponse | Http2ServerResponse
 
-/** Pacing threshold for sources and replays: pull more only below this many unsent bytes. */
-const PACE_BYTES = 64 * 1024
-/**
- * Unsent bytes past which a stream is cut at once, as a multiple of
- * `maxBufferedBytes`, even while it drains: the bound on what one stream can
- * keep alive (bytes shared with other streams included).
- */
-export const BACKLOG_FACTOR = 16
-
 const HEARTBEAT = packet(Buffer.from(':\n\n'))
 const kStream = Symbol('fastify-sse-hub.stream')
 
 const noop = (): void => {}
-/** Flattens a concatenated string in place (see `open()`). Kept in a sink so no compiler drops the conversion. */
-let flattenSink = 0
-function flatten (s: string): void {
-  flattenSink = Number(s) || flattenSink
-}
 /** The tags of a stream given none: one shared array, not one per stream. */
 const NO_TAGS: readonly string[] = Object.freeze([])
 
@@ -56,29 +43,6 @@ export function streamOf (res: unknown): SseStream | undefined {
 
 function onResponseClose (this: Response & { [kStream]?: SseStream }): void {
   this[kStream]?.end('client')
-}
-
-/**
- * Where the shared packets written to a stream end in its byte count, so the
- * bytes it holds of its own can be told from bytes it shares with other
- * streams (which cost memory once, however many streams hold them).
- */
-class SharedWrites {
-  readonly ends: number[] = []
-  readonly sizes: number[] = []
-  head = 0
-  /** Shared bytes still unsent when `drained` bytes of the stream have gone out. */
-  unsent (drained: number): number {
-    while (this.head < this.ends.length && this.ends[this.head] <= drained) this.head++
-    if (this.head > 64 && this.head * 2 > this.ends.length) {
-      this.ends.splice(0, this.head)
-      this.sizes.splice(0, this.head)
-      this.head = 0
-    }
-    let bytes = 0
-    for (let i = this.head; i < this.ends.length; i++) bytes += Math.min(this.sizes[i], this.ends[i] - drained)
-    return bytes
-  }
 }
 
 /**
@@ -124,16 +88,12 @@ export class SseStream implements PromiseLike<void> {
   private isClosed = false
   /** Bytes handed to the connection so far: with its unsent count, how much has drained. */
   private handed = 0
-  /** Shared packets among them, once any was left unsent (see SharedWrites). */
-  private shared: SharedWrites | null = null
-  /** On the slow-client watch: the drained count last seen, and when it last moved. */
-  private watchedDrained = -1
-  private progressAt = 0
+  /** What it holds unsent and who waits on it, once it ever held something (see backlog.ts). */
+  private backlog: Backlog | null = null
   private closeFns: Array<() => void> | null = null
   private abort: AbortController | null = null
   private closedPromise: Promise<void> | null = null
   private resolveClosed: (() => void) | null = null
-  private drainWaiters: Array<() => void> | null = null
   private iterator: Iterator<unknown> | AsyncIterator<unknown> | null = null
 
   private get log (): FastifyBaseLogger {
@@ -149,14 +109,9 @@ export class SseStream implements PromiseLike<void> {
     this.reply = reply
     this.tags = tags.length === 0 ? NO_TAGS : tags
     this.lastWriteTick = pump.tick
-    const id = readLastEventId(reply.request)
-    if (id === undefined || (typeof id === 'string' && PRINTABLE.test(id))) {
-      this.lastEventId = id
-    } else {
-      // Malformed, or given twice (`?lastEventId=a&lastEventId=b`): never a silent fresh start.
-      const text = typeof id === 'string' ? id : id.join(',')
-      this.invalidLastEventId = text.slice(0, 64).replace(/[^\x20-\x7e]/g, '?')
-    }
+    const { valid, invalid } = lastEventIdOf(reply.request)
+    this.lastEventId = valid
+    this.invalidLastEventId = invalid
   }
 
   /**
@@ -166,27 +121,7 @@ export class SseStream implements PromiseLike<void> {
    */
   open (reply: FastifyReply, counted = true): void {
     const res = this.res
-    const headers = reply.getHeaders()
-    delete headers['content-length']
-    delete headers['content-encoding']
-    delete headers['transfer-encoding']
-    const http2 = this.request.raw.httpVersionMajor === 2
-    if (http2) {
-      delete headers.connection
-      delete headers['keep-alive']
-      delete headers['proxy-connection']
-      delete headers.upgrade
-    }
-    headers['content-type'] = 'text/event-stream; charset=utf-8'
-    headers['cache-control'] = 'no-cache, no-transform'
-    headers['x-accel-buffering'] = 'no'
-    res.writeHead(200, headers as Record<string, string>)
-    // Node keeps the header block for the response's whole life as a rope of
-    // ~25 concatenated pieces (~770 bytes per open stream). Converting it to a
-    // number makes V8 flatten it in place into one string (~200 bytes): the
-    // trick pino's flatstr uses. Harmless where it does not apply.
-    const block = (res as { _header?: unknown })._header
-    if (typeof block === 'string') flatten(block)
+    const http2 = writeHead(reply, res, this.request.raw.httpVersionMajor === 2)
 
     if (this.request.raw.method === 'HEAD') {
       res.end()
@@ -357,59 +292,30 @@ export class SseStream implements PromiseLike<void> {
     }
   }
 
-  /**
-   * After each write: the slow-client rules. Bytes of its own past
-   * `maxBufferedBytes` cut the stream at once (nobody else holds them);
-   * shared bytes only count towards the hard bound (`BACKLOG_FACTOR` times
-   * it), so a burst that every subscriber shares never cuts a reader that
-   * drains it. Past `maxBufferedBytes` in all, the stream goes on the watch,
-   * which cuts it once it has made no progress for `slowClientTimeout`.
-   */
+  /** After each write: the slow-client rules and waiting producers (backlog.ts). */
   private wrote (bytes: number, shared: boolean): void {
     this.pump.writes++
     this.lastWriteTick = this.pump.tick
     this.handed += bytes
     const buffered = this.buffered()
-    if (buffered === 0) {
-      this.shared = null
-    } else if (shared) {
-      const s = this.shared ??= new SharedWrites()
-      s.ends.push(this.handed)
-      s.sizes.push(bytes)
-    }
-    const limit = this.pump.options.maxBufferedBytes
-    if (buffered > limit) {
-      const own = this.shared === null ? buffered : buffered - this.shared.unsent(this.handed - buffered)
-      if (own > limit || buffered > limit * BACKLOG_FACTOR) {
-        this.cut()
-        return
-      }
-      if (this.watchedDrained < 0) {
-        this.watchedDrained = this.handed - buffered
-        this.progressAt = Date.now()
-        this.pump.watch(this)
-      }
-    }
-    if (this.drainWaiters !== null) this.checkDrain(buffered)
+    if (buffered === 0 && this.backlog === null) return
+    const verdict = this.backlogOf().wrote(bytes, shared, this.handed, buffered, this.pump.options.maxBufferedBytes)
+    if (verdict === 'cut') this.cut()
+    else if (verdict === 'watch') this.pump.watch(this)
+  }
+
+  private backlogOf (): Backlog {
+    if (this.backlog === null) this.backlog = new Backlog(this.socket ?? this.res, () => this.dirty)
+    return this.backlog
   }
 
   /** @internal The slow-client watch (see `Pumped.watch`). */
   watch (now: number): boolean {
-    if (this.isClosed) return false
-    const buffered = this.buffered()
-    if (buffered <= this.pump.options.maxBufferedBytes) {
-      this.watchedDrained = -1
-      return false
-    }
-    const drained = this.handed - buffered
-    if (drained > this.watchedDrained) {
-      this.watchedDrained = drained
-      this.progressAt = now
-    } else if (now - this.progressAt >= this.pump.options.slowClientTimeout) {
-      this.cut()
-      return false
-    }
-    return true
+    if (this.isClosed || this.backlog === null) return false
+    const { maxBufferedBytes, slowClientTimeout } = this.pump.options
+    const verdict = this.backlog.watch(now, this.handed, this.buffered(), maxBufferedBytes, slowClientTimeout)
+    if (verdict === 'cut') this.cut()
+    return verdict === 'watch'
   }
 
   /** @internal Cuts the stream as a slow client (also when a catch-up's backlog overflows); during a flush, right after it. */
@@ -420,21 +326,8 @@ export class SseStream implements PromiseLike<void> {
     this.end('slow')
   }
 
-  /**
-   * Bytes handed to the connection and not yet to the kernel. Node counts a
-   * write as pending until all of it is written, so one large write would
-   * look stuck however fast the client reads; libuv's queue size says how
-   * much of the write in flight is still unsent.
-   */
   private buffered (): number {
-    const socket = this.socket
-    if (socket === null) return this.res.writableLength || 0
-    const pending = socket.writableLength
-    const handle = (socket as Socket & { _handle?: { writeQueueSize?: unknown } | null })._handle
-    const state = (socket as Socket & { _writableState?: { writing?: boolean, writelen?: number } })._writableState
-    const queued = handle?.writeQueueSize
-    if (typeof queued !== 'number' || state?.writing !== true || typeof state.writelen !== 'number') return pending
-    return pending - state.writelen + queued
+    return unsent(this.socket ?? this.res)
   }
 
   /**
@@ -444,38 +337,12 @@ export class SseStream implements PromiseLike<void> {
    */
   writable (): Promise<void> {
     if (this.isClosed || (!this.dirty && this.buffered() <= PACE_BYTES)) return Promise.resolve()
-    return new Promise(resolve => {
-      (this.drainWaiters ??= []).push(resolve)
-    })
+    return this.backlogOf().wait()
   }
 
   /** @internal True when a paced producer should wait for `writable()`. */
   get saturated (): boolean {
     return this.queueBytes + this.buffered() > PACE_BYTES
-  }
-
-  private checkDrain (buffered: number): void {
-    if (buffered <= PACE_BYTES) {
-      this.releaseDrainWaiters()
-    } else if (this.onDrain === null) {
-      // Made only when a producer actually waits: most streams never do.
-      const onDrain = (): void => {
-        this.onDrain = null
-        if (!this.dirty) this.releaseDrainWaiters()
-      }
-      this.onDrain = onDrain
-      ;((this.socket ?? this.res) as NodeJS.EventEmitter).once('drain', onDrain)
-    }
-  }
-
-  /** The armed 'drain' listener, if a producer is waiting. */
-  private onDrain: (() => void) | null = null
-
-  private releaseDrainWaiters (): void {
-    const waiters = this.drainWaiters
-    if (waiters === null) return
-    this.drainWaiters = null
-    for (const resolve of waiters) resolve()
   }
 
   /** @internal Sends every value of `source` as an event, paced by the socket, then ends. */
@@ -556,15 +423,10 @@ export class SseStream implements PromiseLike<void> {
     const r = res as Response & { [kStream]?: SseStream }
     r[kStream] = undefined
     r.removeListener('close', onResponseClose)
-    if (this.onDrain !== null) {
-      ;((this.socket ?? r) as NodeJS.EventEmitter).removeListener('drain', this.onDrain)
-      this.onDrain = null
-    }
     if (this.socket !== null && !this.socket.destroyed) {
       this.socket.setTimeout((this.request.server.server as { timeout?: number }).timeout ?? 0)
     }
-    this.shared = null
-    this.releaseDrainWaiters()
+    this.backlog?.release()
     const it = this.iterator
     this.iterator = null
     if (it !== null && typeof it.return === 'function') {
@@ -588,18 +450,4 @@ export class SseStream implements PromiseLike<void> {
       this.log.error({ err }, 'fastify-sse-hub: an onClose callback threw')
     }
   }
-}
-
-/**
- * The client's last event id: the `Last-Event-ID` header, else the
- * `lastEventId` query parameter. A parameter given more than once comes back
- * as its list, which the caller treats as malformed.
- */
-function readLastEventId (request: FastifyRequest): string | string[] | undefined {
-  const header = request.headers['last-event-id']
-  if (typeof header === 'string' && header !== '') return header
-  const query = request.query as Record<string, unknown> | null | undefined
-  const value = query !== null && typeof query === 'object' ? query.lastEventId : undefined
-  if (Array.isArray(value)) return value.map(String)
-  return typeof value === 'string' && value !== '' ? value : undefined
 }
