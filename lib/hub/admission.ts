@@ -16,7 +16,7 @@ import {
 import type { Pump } from '../pump.js'
 import { SseStream, type CloseReason, type SseSource } from '../stream.js'
 import type { CatchUp, SnapshotOutcome } from './catch-up.js'
-import { Member, type MemberHost } from './member.js'
+import { Member, type MemberHost } from './state.js'
 import type { HubSettings, SseReplyOptions } from './stats.js'
 import { readTags, type Tags } from './tags.js'
 import type { LocalTopic, TopicRegistry } from './topics.js'

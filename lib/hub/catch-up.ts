@@ -16,7 +16,7 @@ import { FST_ERR_SSEHUB_PAYLOAD_INVALID } from '../errors.js'
 import { formatId, parseId } from '../ids.js'
 import type { ChannelImpl } from '../channel.js'
 import { bySeq } from './fanout.js'
-import type { Member } from './member.js'
+import type { Member } from './state.js'
 import type { LocalTopic } from './topics.js'
 
 /** A snapshot call's outcome, captured at once so a rejection is never left unhandled. */

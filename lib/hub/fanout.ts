@@ -11,7 +11,7 @@ import type { HubEvent } from '../backend.js'
 import { eventFrame, eventsPacket, type Packet } from '../encoder.js'
 import { BACKLOG_FACTOR } from '../backlog.js'
 import type { Pump } from '../pump.js'
-import type { Member } from './member.js'
+import type { Member } from './state.js'
 import type { Listeners } from './listeners.js'
 import type { LocalTopic, TopicRegistry } from './topics.js'
 

@@ -3,29 +3,11 @@
  * subscribe and unsubscribe: a topic is subscribed once when its first local
  * subscriber or listener comes, and unsubscribed once when its last leaves.
  */
-import type { Backend, HubEvent } from '../backend.js'
-import type { ChannelImpl, EventMeta } from '../channel.js'
-import type { Member } from './member.js'
+import type { Backend } from '../backend.js'
+import type { ChannelImpl } from '../channel.js'
+import { LocalTopic, type Listener, type Member } from './state.js'
 
-export type Listener = (data: unknown, meta: EventMeta) => void
-
-/** A topic with subscribers or listeners in this process. */
-export class LocalTopic {
-  readonly subs = new Set<Member>()
-  listeners: Map<string, Set<Listener>> | null = null
-  /** Events of this turn, framed, waiting for the flush. */
-  batch: HubEvent[] = []
-  dirty = false
-  /** Resolves once the backend delivers this topic's events: history may be read only after. */
-  ready: Promise<void> = Promise.resolve()
-  /** The backend's subscription is in effect (set when `ready` resolves without error). */
-  live = false
-  constructor (readonly key: string, readonly channel: ChannelImpl) {}
-
-  get idle (): boolean {
-    return this.subs.size === 0 && this.listeners === null
-  }
-}
+export { LocalTopic, type Listener }
 
 interface Counts { topics: number, subscribers: number }
 

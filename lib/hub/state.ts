@@ -1,13 +1,34 @@
 /**
- * The hub's state of one open stream: what it follows, how far it has got,
- * and what it counts against. It is also the stream's owner (the small
- * interface a stream reaches the hub through), so the stream carries none of
- * the hub's state.
+ * The hub's state, per stream and per topic, which refer to each other: a
+ * `Member` is what the hub knows of one open stream (what it follows, how
+ * far it has got, what it counts against), and also the stream's owner (the
+ * small interface a stream reaches the hub through), so the stream carries
+ * none of the hub's state. A `LocalTopic` is a topic with subscribers or
+ * listeners in this process.
  */
 import type { HubEvent } from '../backend.js'
-import type { Subscribable } from '../channel.js'
+import type { ChannelImpl, EventMeta, Subscribable } from '../channel.js'
 import type { CloseReason, SseStream, StreamOwner } from '../stream.js'
-import type { LocalTopic } from './topics.js'
+
+export type Listener = (data: unknown, meta: EventMeta) => void
+
+/** A topic with subscribers or listeners in this process. */
+export class LocalTopic {
+  readonly subs = new Set<Member>()
+  listeners: Map<string, Set<Listener>> | null = null
+  /** Events of this turn, framed, waiting for the flush. */
+  batch: HubEvent[] = []
+  dirty = false
+  /** Resolves once the backend delivers this topic's events: history may be read only after. */
+  ready: Promise<void> = Promise.resolve()
+  /** The backend's subscription is in effect (set when `ready` resolves without error). */
+  live = false
+  constructor (readonly key: string, readonly channel: ChannelImpl) {}
+
+  get idle (): boolean {
+    return this.subs.size === 0 && this.listeners === null
+  }
+}
 
 /** What a member asks of the hub. */
 export interface MemberHost {
@@ -16,6 +37,7 @@ export interface MemberHost {
   closed: (member: Member, reason: CloseReason) => void
 }
 
+/** The hub's state of one open stream. */
 export class Member implements StreamOwner {
   /** Set right after the stream is made (the stream is made with its member as owner). */
   stream!: SseStream
