@@ -25,19 +25,25 @@ export type Sink = NodeJS.EventEmitter & { writableLength: number }
  * write in flight is still unsent.
  */
 export function unsent (sink: Sink): number {
-  const pending = sink.writableLength || 0
-  const handle = (sink as Socket & { _handle?: { writeQueueSize?: unknown } | null })._handle
+  const pending = sink.writableLength
+  // The common case, checked first: the kernel took everything (no write in flight).
+  if (!(pending > 0)) return 0
   const state = (sink as Socket & { _writableState?: { writing?: boolean, writelen?: number } })._writableState
-  const queued = handle?.writeQueueSize
-  if (typeof queued !== 'number' || state?.writing !== true || typeof state.writelen !== 'number') return pending
-  return pending - state.writelen + queued
+  if (state?.writing !== true || typeof state.writelen !== 'number') return pending
+  // Only now the native accessor (a call into C++): a write is in flight.
+  const queued = (sink as Socket & { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize
+  return typeof queued === 'number' ? pending - state.writelen + queued : pending
 }
 
 /** What a write or a check decided: nothing to do, watch the stream, or cut it. */
 export type Verdict = 'ok' | 'watch' | 'cut'
 
 export class Backlog {
-  /** Where the shared packets among the bytes handed end, and their sizes: see `own()`. */
+  /**
+   * Where the stream's own writes (not shared with other streams) end in its
+   * byte count, and their sizes, while any may be unsent: see `own()`. The
+   * hot path (shared packets) records nothing.
+   */
   private ends: number[] = []
   private sizes: number[] = []
   private head = 0
@@ -61,8 +67,8 @@ export class Backlog {
    */
   wrote (bytes: number, shared: boolean, handed: number, buffered: number, limit: number): Verdict {
     if (buffered === 0) {
-      this.head = this.ends.length = this.sizes.length = 0
-    } else if (shared) {
+      if (this.ends.length > 0) this.head = this.ends.length = this.sizes.length = 0
+    } else if (!shared) {
       this.ends.push(handed)
       this.sizes.push(bytes)
     }
@@ -79,7 +85,7 @@ export class Backlog {
     return verdict
   }
 
-  /** Unsent bytes of its own: the unsent ones less the shared packets' part. */
+  /** Unsent bytes of its own: what is left unsent of its own writes (the unsent bytes are the newest handed). */
   private own (handed: number, buffered: number): number {
     const drained = handed - buffered
     while (this.head < this.ends.length && this.ends[this.head] <= drained) this.head++
@@ -88,9 +94,9 @@ export class Backlog {
       this.sizes.splice(0, this.head)
       this.head = 0
     }
-    let shared = 0
-    for (let i = this.head; i < this.ends.length; i++) shared += Math.min(this.sizes[i], this.ends[i] - drained)
-    return buffered - shared
+    let own = 0
+    for (let i = this.head; i < this.ends.length; i++) own += Math.min(this.sizes[i], this.ends[i] - drained)
+    return own
   }
 
   /**

@@ -298,8 +298,10 @@ export class SseStream implements PromiseLike<void> {
     this.lastWriteTick = this.pump.tick
     this.handed += bytes
     const buffered = this.buffered()
-    if (buffered === 0 && this.backlog === null) return
-    const verdict = this.backlogOf().wrote(bytes, shared, this.handed, buffered, this.pump.options.maxBufferedBytes)
+    const limit = this.pump.options.maxBufferedBytes
+    // The hot path: nothing held before, and nothing to record now.
+    if (this.backlog === null && (buffered === 0 || (shared && buffered <= limit))) return
+    const verdict = this.backlogOf().wrote(bytes, shared, this.handed, buffered, limit)
     if (verdict === 'cut') this.cut()
     else if (verdict === 'watch') this.pump.watch(this)
   }
