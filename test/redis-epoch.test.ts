@@ -99,8 +99,11 @@ t.test('FLUSHALL with publishes in flight: one reset per stream per epoch change
   const reports = clients.map(c => checkSequence(got(c), log.acked, ['a', 'b'], startOf(c), new Set(log.refused.keys())))
   const resets = reports.map(r => r.resets)
   t.comment(`acked ${log.acked.length}, refused ${log.refused.size} (${[...new Set(log.refused.values())].join(',')}), epochs ${epochs.size}, resets per stream ${resets.join(',')}, lost ${reports.reduce((s, r) => s + r.lost, 0)}`)
-  t.ok(epochs.size >= 2 && epochs.size <= FLUSHES + 1, `a new epoch per flush (${epochs.size - 1} for ${FLUSHES})`)
-  t.ok(resets.every(r => r === epochs.size - 1), 'each stream got one reset per epoch change')
+  // An epoch can come and go with no acknowledged publish in it (a flush
+  // right after the one that made it): the resets name it all the same.
+  const named = new Set([...epochs, ...clients.flatMap(c => c.events.filter(e => e.event === 'reset').map(e => String(e.id).split('-')[0]))])
+  t.ok(named.size >= 2 && named.size <= FLUSHES + 1, `a new epoch per flush (${named.size - 1} for ${FLUSHES})`)
+  t.ok(resets.every(r => r === named.size - 1), `each stream got one reset per epoch change (${named.size - 1})`)
   t.same(reports.map(r => r.lost + r.disorder + r.unknown), reports.map(() => 0), 'exact between resets')
   t.equal(reusedIds(log.acked, clients.map(got)), 0, 'no id names two events')
 })
