@@ -168,7 +168,8 @@ export const defaults: NormalizedOptions = Object.freeze({
 
 const MAX_MS = 2 ** 31 - 1
 
-function int (name: string, value: unknown, min: number, max: number): number {
+/** `value` if it is a whole number from `min` to `max`, else a coded `FST_ERR_SSEHUB_OPTION_INVALID` naming `name`. */
+export function int (name: string, value: unknown, min: number, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new FST_ERR_SSEHUB_OPTION_INVALID(name, `must be a whole number from ${min} to ${max}, got ${String(value)}`)
   }

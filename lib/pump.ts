@@ -76,8 +76,8 @@ export class Pump {
   private beatTimer: NodeJS.Timeout | null = null
   /** Streams to cut as slow clients once the flush that found them is over. */
   private cuts: Pumped[] | null = null
-  /** Resolves at the end of the next flush; made only when someone waits. */
-  private flushedWaiters: Array<() => void> | null = null
+  /** Resolves at the end of the next flush, shared by every waiter; made only when someone waits. */
+  private nextFlush: { promise: Promise<void>, resolve: () => void } | null = null
 
   constructor (options: NormalizedOptions) {
     this.options = options
@@ -103,7 +103,12 @@ export class Pump {
   /** Resolves once the next flush has run (a publisher yielding so one loop does not become one giant turn). */
   flushed (): Promise<void> {
     this.requestFlush()
-    return new Promise(resolve => { (this.flushedWaiters ??= []).push(resolve) })
+    if (this.nextFlush === null) {
+      let resolve!: () => void
+      const promise = new Promise<void>(_resolve => { resolve = _resolve })
+      this.nextFlush = { promise, resolve }
+    }
+    return this.nextFlush.promise
   }
 
   /**
@@ -136,10 +141,10 @@ export class Pump {
         this.flushAgain = false
         this.requestFlush()
       }
-      const waiters = this.flushedWaiters
-      if (waiters !== null) {
-        this.flushedWaiters = null
-        for (const resolve of waiters) resolve()
+      const next = this.nextFlush
+      if (next !== null) {
+        this.nextFlush = null
+        next.resolve()
       }
     }
   }

@@ -18,6 +18,7 @@
 import { Redis, type RedisOptions } from 'ioredis'
 import { mergeBySeq, type Backend, type BackendHost, type BackendStats, type HistoryLimits, type HistoryRead, type HubEvent } from '../backend.js'
 import { formatId, newEpoch } from '../ids.js'
+import { int } from '../options.js'
 import { defineScripts, type Scripts } from './redis-scripts.js'
 import {
   FST_ERR_SSEHUB_BACKEND_TIMEOUT, FST_ERR_SSEHUB_BACKEND_UNAVAILABLE, FST_ERR_SSEHUB_OPTION_INVALID,
@@ -711,9 +712,7 @@ export class RedisBackend implements Backend {
 
 /** A whole number of ms in range, or the default. */
 function ms (name: string, value: number | undefined, fallback: number, min: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isSafeInteger(value) || value < min || value > 2_147_483_647) throw new FST_ERR_SSEHUB_OPTION_INVALID(name, `must be a whole number of milliseconds from ${min}, got ${String(value)}`)
-  return value
+  return value === undefined ? fallback : int(name, value, min, 2 ** 31 - 1)
 }
 
 /** A publish that failed after it may have reached Redis: the caller must not assume nothing was published. */

@@ -39,7 +39,7 @@ export class Fanout {
   /** An event of a subscribed topic, in seq order: framed once, batched per topic. */
   deliver (ev: HubEvent, payload: unknown): void {
     const topic = this.topics.get(ev.topic)
-    const listened = this.listeners.wants(ev)
+    const listened = this.listeners.wants(ev, topic)
     if (listened) this.listeners.push(ev, payload)
     else if (topic === undefined) return
     if (topic !== undefined && topic.subs.size > 0) {

@@ -6,7 +6,7 @@
  */
 import type { HubEvent } from '../backend.js'
 import type { ChannelImpl, EventMeta } from '../channel.js'
-import type { Listener, TopicRegistry } from './topics.js'
+import type { Listener, LocalTopic, TopicRegistry } from './topics.js'
 
 export class Listeners {
   /** Listeners of every topic of a templated channel: channel name -> event -> handlers. */
@@ -16,9 +16,9 @@ export class Listeners {
 
   constructor (private readonly topics: TopicRegistry, private readonly log: () => { error: (o: object, msg: string) => void }) {}
 
-  /** Whether `ev` has a listener here (checked per delivered event). */
-  wants (ev: HubEvent): boolean {
-    return this.byChannel.has(ev.channel) || this.topics.get(ev.topic)?.listeners != null
+  /** Whether `ev` (of `topic`, its local topic if any) has a listener here: checked per delivered event. */
+  wants (ev: HubEvent, topic: LocalTopic | undefined): boolean {
+    return this.byChannel.has(ev.channel) || topic?.listeners != null
   }
 
   /** Queues `ev` for the flush. */
