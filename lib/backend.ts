@@ -39,6 +39,21 @@ export interface HistoryLimits {
   maxIdleTopics: number
 }
 
+/**
+ * History bounds of one channel's topics, declared with the channel
+ * (`history: { limit, ttl, bytes }`): they replace the plugin's bounds for
+ * that channel, so a long generation can be kept whole without changing
+ * other channels.
+ */
+export interface ChannelHistory {
+  /** Events kept per topic. */
+  limit: number
+  /** Age in ms after which an event leaves history; 0 keeps events until the other bounds drop them. */
+  ttl: number
+  /** Bytes of history for all topics of the channel together (backends that hold history in this process), in a budget of its own. */
+  bytes: number
+}
+
 /** One consistent read of the history of some topics. */
 export interface HistoryRead {
   /**
@@ -136,6 +151,47 @@ export interface Backend {
   unsubscribeChannel?: (channel: string) => void
   /** Sends a control message to every other process of the hub. */
   broadcast?: (message: string) => Promise<void>
+  /**
+   * Applies `bounds` to the history of every topic of channel `channel`
+   * from now on, instead of the plugin-wide limits. The hub calls it when a
+   * channel that declares `history` is attached, before its first publish.
+   */
+  channelHistory?: (channel: string, bounds: ChannelHistory) => void
+  /** Producer runs (`fastify.sse.run()`); see {@link RunStore}. */
+  readonly runs?: RunStore
+}
+
+/**
+ * The backend's side of producer runs (`fastify.sse.run()`): one run at a
+ * time per topic, a fence so a producer whose run was ended cannot publish
+ * into it again, and the terminal event published in the same atomic step
+ * that ends a run, so followers always see the end and nothing after it.
+ */
+export interface RunStore {
+  /**
+   * Claims `topic` for a run owned by this process. Resolves to the run's
+   * fence token, or null when a run on `topic` is still running.
+   * `lost` is the data (JSON) of the `end` event to publish if this process
+   * dies while the run is running (a backend spanning processes detects
+   * that through a lease, and publishes it itself).
+   */
+  begin: (topic: string, channel: string, lost: string) => Promise<string | null>
+  /** Publishes as the run holding `token`; rejects with `FST_ERR_SSEHUB_RUN_ENDED` once that run has ended. */
+  publish: (token: string, topic: string, event: string, data: string, payload: unknown, channel: string) => Promise<HubEvent>
+  /**
+   * Ends the run on `topic` (only the one holding `token`, when given) and
+   * publishes `event` with `data` as its last event, atomically. Resolves to
+   * that event, or null when no such run was running.
+   */
+  end: (topic: string, token: string | null, event: string, data: string, channel: string) => Promise<HubEvent | null>
+  /** Whether a run on `topic` is running, has ended (and its record is still kept), or is unknown. */
+  state: (topic: string) => Promise<'running' | 'ended' | null>
+  /**
+   * Set by the hub: the backend calls it when a run owned by this process
+   * was ended by another (`cancelled`), or lost its lease (`lost`), so its
+   * producer stops.
+   */
+  onEnded: ((topic: string, token: string, reason: 'cancelled' | 'lost') => void) | null
 }
 
 /** A backend's part of `stats()`. */

@@ -61,12 +61,33 @@ export type ChannelParams<N extends string> = string extends N ? Record<string, 
  */
 export type Authorize<N extends string = string> = (request: FastifyRequest, params: ChannelParams<N>) => boolean | Promise<boolean>
 
+/** One of a channel's events with its payload: `{ event: 'token', data: { text: 'hi' } }`. */
+export type EventOf<E extends EventMap> = { [K in keyof E & string]: { event: K, data: Payloads<E>[K] } }[keyof E & string]
+
 /** What a channel's `snapshot` returns: one of its events, sent first to a fresh subscriber. */
-export type Snapshot<E extends EventMap> = { [K in keyof E & string]: { event: K, data: Payloads<E>[K] } }[keyof E & string]
+export type Snapshot<E extends EventMap> = EventOf<E>
+
+/**
+ * History bounds of a channel's own (`history` of `channel()` options); each
+ * one left out takes the plugin's value.
+ */
+export interface ChannelHistoryOptions {
+  /** Events kept per topic (default: the plugin's `history`). From 0 to 10,000,000. */
+  limit?: number
+  /** Ms an event stays in history; 0 keeps events until the other bounds drop them (default: the plugin's `historyTtl`). */
+  ttl?: number
+  /**
+   * Bytes of history for all topics of this channel together, counted as
+   * `maxHistoryBytes` is, in a budget of their own: other channels never
+   * evict these topics' events, nor these theirs (default: the plugin's
+   * `maxHistoryBytes`). Backends that keep history in this process only.
+   */
+  bytes?: number
+}
 
 /** The second argument of `channel()` / `defineChannel()`. */
 export interface ChannelOptions<E extends EventMap, N extends string = string> {
-  /** Event names (letters, digits, `_ . : -`; not `reset`, `open` or `error`) to the TypeBox schemas of their payloads. */
+  /** Event names (letters, digits, `_ . : -`; not `reset`, `end`, `open` or `error`) to the TypeBox schemas of their payloads. */
   events: E
   /** Per-subscription access check; see {@link Authorize}. Default: everyone may subscribe. */
   authorize?: Authorize<N>
@@ -80,6 +101,14 @@ export interface ChannelOptions<E extends EventMap, N extends string = string> {
    * id. If it throws or rejects, only that stream closes, logged.
    */
   snapshot?: (request: FastifyRequest, params: ChannelParams<N>) => Snapshot<E> | Promise<Snapshot<E>>
+  /**
+   * History bounds for this channel's topics instead of the plugin-wide
+   * `history`, `historyTtl` and `maxHistoryBytes`: for instance, keep a
+   * whole generation of tokens for an hour (`{ limit: 100_000, ttl: 3_600_000 }`)
+   * without keeping every other channel's events as long. Idle topics of
+   * such a channel are bounded by its `bytes` and `ttl`, not `maxIdleTopics`.
+   */
+  history?: ChannelHistoryOptions
 }
 
 /** Something a stream can subscribe to: a plain channel or one topic of a templated channel. */
@@ -140,8 +169,12 @@ export type AnyChannel = ChannelImpl
 const NAME_SEGMENT = /^[A-Za-z0-9_.-]+$/
 const PARAM_SEGMENT = /^:[A-Za-z_][A-Za-z0-9_]*$/
 const EVENT_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$/
-/** Names the hub or EventSource itself uses: `reset` is the hub's gap signal; `open`/`error` would fire EventSource's own handlers. */
-const RESERVED_EVENTS = new Set(['reset', 'open', 'error', 'sse-hub:head'])
+/**
+ * Names the hub or EventSource itself uses: `reset` is the hub's gap signal,
+ * `end` the last event of a producer run; `open`/`error` would fire
+ * EventSource's own handlers.
+ */
+const RESERVED_EVENTS = new Set(['reset', 'end', 'open', 'error', 'sse-hub:head'])
 // Control characters are exactly what this refuses.
 // eslint-disable-next-line no-control-regex
 const UNSAFE_PARAM = /[/\x00-\x1f\x7f-\x9f]/
@@ -164,6 +197,8 @@ export class ChannelImpl implements Subscribable {
   readonly compiled: ReadonlyMap<string, CompiledEvent>
   readonly key: string
   readonly params: Readonly<Record<string, string>> = Object.freeze({})
+  /** The channel's own history bounds, as declared (the hub fills in the rest). */
+  readonly history: Readonly<ChannelHistoryOptions> | null
   host: ChannelHost | null = null
 
   get channel (): ChannelImpl { return this }
@@ -200,7 +235,7 @@ export class ChannelImpl implements Subscribable {
         throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `event name "${event}" must start with a letter or "_" and hold only letters, digits, "_", ".", ":" or "-" (at most 64)`)
       }
       if (RESERVED_EVENTS.has(event)) {
-        throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `event name "${event}" is reserved (reset and sse-hub:head are the hub's own; open and error are EventSource's own events)`)
+        throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `event name "${event}" is reserved (reset, end and sse-hub:head are the hub's own; open and error are EventSource's own events)`)
       }
       if (schema === null || typeof schema !== 'object') {
         throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `the schema of event "${event}" does not compile (it must be a TypeBox schema, from typebox or @sinclair/typebox)`)
@@ -214,6 +249,7 @@ export class ChannelImpl implements Subscribable {
       compiled.set(event, { name: event, check, head: `event: ${event}\nid: ` })
     }
     if (compiled.size === 0) throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, 'declare at least one event')
+    this.history = readHistory(name, options.history)
     this.name = name
     this.events = options.events
     this.authorize = options.authorize ?? null
@@ -344,6 +380,33 @@ function isPlainJson (value: unknown, depth: number): boolean {
     default:
       return false
   }
+}
+
+const HISTORY_RANGES: Record<keyof ChannelHistoryOptions, [number, number]> = {
+  limit: [0, 10_000_000],
+  ttl: [0, 2 ** 31 - 1],
+  bytes: [0, Number.MAX_SAFE_INTEGER]
+}
+
+function readHistory (name: string, history: ChannelHistoryOptions | undefined): Readonly<ChannelHistoryOptions> | null {
+  if (history === undefined) return null
+  if (history === null || typeof history !== 'object') {
+    throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, 'options.history must be an object { limit?, ttl?, bytes? }')
+  }
+  const out: ChannelHistoryOptions = {}
+  for (const key of Object.keys(history) as Array<keyof ChannelHistoryOptions>) {
+    const range = HISTORY_RANGES[key]
+    if (range === undefined || !Object.hasOwn(HISTORY_RANGES, key)) {
+      throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `options.history.${String(key)} is not a history bound (limit, ttl, bytes)`)
+    }
+    const value = history[key]
+    if (value === undefined) continue
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < range[0] || value > range[1]) {
+      throw new FST_ERR_SSEHUB_CHANNEL_INVALID(name, `options.history.${key} must be a whole number from ${range[0]} to ${range[1]}, got ${String(value)}`)
+    }
+    out[key] = value
+  }
+  return Object.freeze(out)
 }
 
 /** @internal The channel behind a plain channel or a topic handed in by a user; null if it is neither. */

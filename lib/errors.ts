@@ -109,3 +109,23 @@ export const FST_ERR_SSEHUB_PUBLISH_NOT_REPLICATED = createError<'FST_ERR_SSEHUB
 export const FST_ERR_SSEHUB_REDIS_UNREACHABLE = createError<'FST_ERR_SSEHUB_REDIS_UNREACHABLE', [string, number, string]>(
   'FST_ERR_SSEHUB_REDIS_UNREACHABLE',
   'fastify-sse-hub: Redis at %s did not answer within %s ms (%s); start Redis, fix the url or redisOptions, or raise the startTimeout option', 500)
+
+/** A producer run's publish came after its run had ended (cancelled, or its lease lost): fenced off, nothing was published. */
+export const FST_ERR_SSEHUB_RUN_ENDED = createError<'FST_ERR_SSEHUB_RUN_ENDED', [string]>(
+  'FST_ERR_SSEHUB_RUN_ENDED',
+  'fastify-sse-hub: the run on topic "%s" has ended (cancelled, or its instance lost its lease); nothing more is published into it', 409)
+
+/** `fastify.sse.run()` on a topic where a run is still running (in any instance). */
+export const FST_ERR_SSEHUB_RUN_ACTIVE = createError<'FST_ERR_SSEHUB_RUN_ACTIVE', [string]>(
+  'FST_ERR_SSEHUB_RUN_ACTIVE',
+  'fastify-sse-hub: a run on topic "%s" is still running; cancel it first (fastify.sse.cancel(topic)) or use another topic', 409)
+
+/** A follow (`reply.sse({ until })`) of a topic with nothing in history and no run: never started, or expired. */
+export const FST_ERR_SSEHUB_STREAM_NOT_FOUND = createError<'FST_ERR_SSEHUB_STREAM_NOT_FOUND', [string]>(
+  'FST_ERR_SSEHUB_STREAM_NOT_FOUND',
+  'fastify-sse-hub: nothing to follow on "%s": no event is in history and no run is running (it never started, or its history expired)', 404)
+
+/** The backend in use cannot run producers (`fastify.sse.run()`): it has no `runs` capability. */
+export const FST_ERR_SSEHUB_RUNS_UNSUPPORTED = createError<'FST_ERR_SSEHUB_RUNS_UNSUPPORTED', [string]>(
+  'FST_ERR_SSEHUB_RUNS_UNSUPPORTED',
+  'fastify-sse-hub: the %s backend has no runs capability; fastify.sse.run() needs the memory or Redis backend, or a backend implementing RunStore', 500)

@@ -91,7 +91,10 @@ export default ssePlugin
 export { ssePlugin as fastifySseHub }
 
 export { SseStream, type SseSource, type CloseReason } from './stream.js'
-export { SseHub, HEAD_EVENT, type SseStats, type SseReplyOptions, type SseHubEvents, type ResetReason } from './hub/index.js'
+export {
+  SseHub, HEAD_EVENT, type SseStats, type SseReplyOptions, type SseHubEvents, type ResetReason,
+  type Run, type RunEnd, type RunEndReason, type RunOutcome, type Producer
+} from './hub/index.js'
 export type { SseHubOptions } from './options.js'
 export {
   defineChannel,
@@ -99,6 +102,8 @@ export {
   type ChannelBase,
   type ChannelOptions,
   type Snapshot,
+  type EventOf,
+  type ChannelHistoryOptions,
   type Topic,
   type Subscribable,
   type EventMap,
@@ -109,6 +114,6 @@ export {
 } from './channel.js'
 export { memoryBackend } from './backends/memory.js'
 export { formatId, parseId } from './ids.js'
-export type { Backend, BackendHost, BackendStats, HubEvent, HistoryRead, HistoryLimits } from './backend.js'
+export type { Backend, BackendHost, BackendStats, HubEvent, HistoryRead, HistoryLimits, ChannelHistory, RunStore } from './backend.js'
 export type { SseMessage } from './encoder.js'
 export * as errors from './errors.js'

@@ -359,3 +359,22 @@ t.test('seeded random operations keep every promise, and the bytes return to 0',
   t.equal(h.topicCount, 0, 'every topic freed')
   t.equal(h.bytes, 0, 'the byte count is back to 0')
 })
+
+t.test('History: a channel with bounds of its own keeps them; other channels neither evict its events nor share its budget', async t => {
+  const h = new History(limits({ history: 5, maxHistoryBytes: 40 * (ENTRY_OVERHEAD + 20) + 4 * TOPIC_OVERHEAD, maxIdleTopics: 2, historyTtl: 1_000 }))
+  h.setChannel('gen', { limit: 1_000, ttl: 10_000, bytes: Number.MAX_SAFE_INTEGER })
+  const gen = (seq: number): HubEvent => ({ ...ev('gen/1', seq), channel: 'gen' })
+  let seq = 0
+  for (let i = 0; i < 300; i++) h.append(gen(++seq), 0)
+  // Plenty of traffic on ordinary topics, over their byte, idle and count bounds.
+  for (let i = 0; i < 2_000; i++) h.append(ev(`room/${i % 50}`, ++seq), 0)
+  t.equal(h.after('gen/1', 0, 0).events.length, 300, 'all 300 kept: past the plugin\'s 5 per topic, its byte budget and its idle-topic bound')
+  t.equal(h.after('gen/1', 0, 0).trimmed, false)
+  t.ok(h.latest('room/49', 100, 0).length <= 5, 'ordinary topics keep the plugin\'s count')
+  // Ages: the plugin's 1 s drops the ordinary topics; the channel's 10 s keeps its own.
+  t.same(h.after('room/49', 0, 2_000).events, [], 'ordinary events expire after the plugin ttl')
+  t.equal(h.after('gen/1', 0, 2_000).events.length, 300, 'the channel\'s events outlive it')
+  const expired = h.after('gen/1', 0, 10_001)
+  t.ok(expired.trimmed, 'past the channel\'s own ttl they are gone, and a resume from before them is told so')
+  t.equal(h.events, 0)
+})

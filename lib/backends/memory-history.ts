@@ -8,8 +8,13 @@
  * never a silent gap. Freed topics leave their mark in a fixed table of
  * hashed buckets, so forgetting a topic costs no memory and can only cause a
  * needless `reset`, never a missed one.
+ *
+ * A channel that declares its own bounds (`history: { limit, ttl, bytes }`)
+ * keeps its topics in a pool of its own: its age and byte bounds apply to
+ * its topics only, other channels' traffic never evicts them, and its idle
+ * topics are bounded by its bytes and age rather than by `maxIdleTopics`.
  */
-import type { HistoryLimits, HubEvent } from '../backend.js'
+import type { ChannelHistory, HistoryLimits, HubEvent } from '../backend.js'
 
 /** What one topic's history holds after a seq. */
 interface TopicAfter {
@@ -68,12 +73,21 @@ export class Ring<T> {
   }
 }
 
+/** A set of topics under one set of bounds: the plugin's, or one channel's own. */
+class Pool {
+  /** Every kept entry in publish order, for age and byte eviction; dropped ones are skipped lazily. */
+  readonly fifo = new Ring<Entry>()
+  fifoDropped = 0
+  bytes = 0
+  constructor (readonly limit: number, readonly ttl: number, readonly maxBytes: number, readonly shared: boolean) {}
+}
+
 class TopicLog {
   readonly entries = new Ring<Entry>()
   /** The highest seq dropped from this topic's history; 0 if none. */
   trimmedUpTo = 0
   subscribed = false
-  constructor (readonly key: string) {}
+  constructor (readonly key: string, readonly pool: Pool) {}
 }
 
 function bucket (key: string): number {
@@ -88,17 +102,32 @@ function bucket (key: string): number {
 /** The history of one hub (the memory backend's store). */
 export class History {
   private readonly topics = new Map<string, TopicLog>()
-  /** Topics with history and no subscriber, least recently active first. */
+  /** Topics of the shared pool with history and no subscriber, least recently active first. */
   private readonly idle = new Map<string, TopicLog>()
-  /** Every kept entry in publish order, for age and byte eviction; dropped ones are skipped lazily. */
-  private readonly fifo = new Ring<Entry>()
-  private fifoDropped = 0
+  /** The plugin-wide bounds. */
+  private readonly main: Pool
+  /** Channel name -> the pool of a channel with bounds of its own. */
+  private readonly channelPools = new Map<string, Pool>()
+  /** Every pool, the shared one first. */
+  private readonly pools: Pool[]
   /** Per bucket of topic keys, the highest seq dropped from any freed topic in it. */
   private readonly freedUpTo = new Float64Array(FREED_BUCKETS)
   bytes = 0
   events = 0
 
-  constructor (private readonly limits: HistoryLimits) {}
+  constructor (private readonly limits: HistoryLimits) {
+    this.main = new Pool(limits.history, limits.historyTtl, limits.maxHistoryBytes, true)
+    this.pools = [this.main]
+  }
+
+  /** Gives the topics of `channel` bounds of their own (from its next new topic on). */
+  setChannel (channel: string, bounds: ChannelHistory): void {
+    const pool = new Pool(bounds.limit, bounds.ttl, bounds.bytes, false)
+    const old = this.channelPools.get(channel)
+    if (old !== undefined) this.pools.splice(this.pools.indexOf(old), 1)
+    this.channelPools.set(channel, pool)
+    this.pools.push(pool)
+  }
 
   /** Topics held now (with history or subscribers). */
   get topicCount (): number {
@@ -107,37 +136,43 @@ export class History {
 
   /** Records `ev` (seq strictly above every earlier one) and applies the bounds. */
   append (ev: HubEvent, now: number): void {
-    const topic = this.topics.get(ev.topic) ?? this.createTopic(ev.topic)
+    const topic = this.topics.get(ev.topic) ?? this.createTopic(ev.topic, ev.channel)
+    const pool = topic.pool
     const entry: Entry = { ev, size: 2 * (ev.data.length + ev.event.length + ev.id.length) + ENTRY_OVERHEAD, at: now, dropped: false }
     topic.entries.push(entry)
-    this.fifo.push(entry)
-    this.bytes += entry.size
+    pool.fifo.push(entry)
+    this.count(pool, entry.size)
     this.events++
-    if (!topic.subscribed) {
+    if (!topic.subscribed && pool.shared) {
       this.idle.delete(topic.key)
       this.idle.set(topic.key, topic)
     }
-    if (topic.entries.length > this.limits.history) this.dropOldest(topic)
-    while (this.bytes > this.limits.maxHistoryBytes && this.evictFifoFront()) continue
+    if (topic.entries.length > pool.limit) this.dropOldest(topic)
+    while (pool.bytes > pool.maxBytes && this.evictFifoFront(pool)) continue
     while (this.idle.size > this.limits.maxIdleTopics) {
       this.freeTopic(this.idle.values().next().value as TopicLog)
     }
     this.expire(now)
   }
 
+  private count (pool: Pool, bytes: number): void {
+    pool.bytes += bytes
+    this.bytes += bytes
+  }
+
   /** Marks whether `key` has subscribers: subscribed topics are never freed, idle ones may be. */
-  setSubscribed (key: string, subscribed: boolean): void {
+  setSubscribed (key: string, subscribed: boolean, channel: string = key): void {
     let topic = this.topics.get(key)
     if (topic === undefined) {
       if (!subscribed) return
-      topic = this.createTopic(key)
+      topic = this.createTopic(key, channel)
     }
     topic.subscribed = subscribed
     if (subscribed) {
       this.idle.delete(key)
     } else if (topic.entries.length === 0) {
       this.freeTopic(topic)
-    } else {
+    } else if (topic.pool.shared) {
       this.idle.set(key, topic)
       while (this.idle.size > this.limits.maxIdleTopics) this.freeTopic(this.idle.values().next().value as TopicLog)
     }
@@ -147,11 +182,11 @@ export class History {
    * A topic (re)created: it inherits its bucket's freed mark, so events of an
    * earlier life of the same key that were dropped still count as trimmed.
    */
-  private createTopic (key: string): TopicLog {
-    const topic = new TopicLog(key)
+  private createTopic (key: string, channel: string): TopicLog {
+    const topic = new TopicLog(key, this.channelPools.get(channel) ?? this.main)
     topic.trimmedUpTo = this.freedUpTo[bucket(key)]
     this.topics.set(key, topic)
-    this.bytes += TOPIC_OVERHEAD
+    this.count(topic.pool, TOPIC_OVERHEAD)
     return topic
   }
 
@@ -185,32 +220,35 @@ export class History {
     return events
   }
 
-  /** Drops events older than `historyTtl`. */
+  /** Drops events older than their pool's ttl (`historyTtl`, or a channel's own). */
   expire (now: number): void {
-    const ttl = this.limits.historyTtl
-    if (ttl === 0) return
-    const cutoff = now - ttl
-    for (;;) {
-      // Entries already dropped by another bound go first: their age says nothing of the next live one.
-      while (this.fifo.length > 0 && this.fifo.at(0).dropped) {
-        this.fifo.shift()
-        this.fifoDropped--
+    for (let i = 0; i < this.pools.length; i++) {
+      const pool = this.pools[i]
+      if (pool.ttl === 0) continue
+      const cutoff = now - pool.ttl
+      const fifo = pool.fifo
+      for (;;) {
+        // Entries already dropped by another bound go first: their age says nothing of the next live one.
+        while (fifo.length > 0 && fifo.at(0).dropped) {
+          fifo.shift()
+          pool.fifoDropped--
+        }
+        if (fifo.length === 0 || fifo.at(0).at > cutoff) break
+        this.evictFifoFront(pool)
       }
-      if (this.fifo.length === 0 || this.fifo.at(0).at > cutoff) return
-      this.evictFifoFront()
     }
   }
 
-  /** Drops the oldest kept entry of the hub; false when there is none. */
-  private evictFifoFront (): boolean {
+  /** Drops the oldest kept entry of `pool`; false when there is none. */
+  private evictFifoFront (pool: Pool): boolean {
     for (;;) {
-      const entry = this.fifo.shift()
+      const entry = pool.fifo.shift()
       if (entry === undefined) return false
       if (entry.dropped) {
-        this.fifoDropped--
+        pool.fifoDropped--
         continue
       }
-      // The hub's oldest entry is also the oldest of its topic.
+      // The pool's oldest entry is also the oldest of its topic.
       this.dropOldest(this.topics.get(entry.ev.topic) as TopicLog, true)
       return true
     }
@@ -219,8 +257,8 @@ export class History {
   private dropOldest (topic: TopicLog, fromFifo = false): void {
     const entry = topic.entries.shift() as Entry
     entry.dropped = true
-    if (!fromFifo) this.noteFifoDropped()
-    this.bytes -= entry.size
+    if (!fromFifo) this.noteFifoDropped(topic.pool)
+    this.count(topic.pool, -entry.size)
     this.events--
     topic.trimmedUpTo = entry.ev.seq
     if (topic.entries.length === 0 && !topic.subscribed) this.freeTopic(topic)
@@ -230,28 +268,28 @@ export class History {
     while (topic.entries.length > 0) {
       const entry = topic.entries.shift() as Entry
       entry.dropped = true
-      this.noteFifoDropped()
-      this.bytes -= entry.size
+      this.noteFifoDropped(topic.pool)
+      this.count(topic.pool, -entry.size)
       this.events--
       topic.trimmedUpTo = entry.ev.seq
     }
     this.topics.delete(topic.key)
     this.idle.delete(topic.key)
-    this.bytes -= TOPIC_OVERHEAD
+    this.count(topic.pool, -TOPIC_OVERHEAD)
     const b = bucket(topic.key)
     if (topic.trimmedUpTo > this.freedUpTo[b]) this.freedUpTo[b] = topic.trimmedUpTo
   }
 
-  /** Counts a dropped entry left in the FIFO; compacts once they outnumber the live ones. */
-  private noteFifoDropped (): void {
-    if (++this.fifoDropped > 1024 && this.fifoDropped > this.fifo.length / 2) {
+  /** Counts a dropped entry left in a FIFO; compacts once they outnumber the live ones. */
+  private noteFifoDropped (pool: Pool): void {
+    if (++pool.fifoDropped > 1024 && pool.fifoDropped > pool.fifo.length / 2) {
       const live: Entry[] = []
-      while (this.fifo.length > 0) {
-        const e = this.fifo.shift() as Entry
+      while (pool.fifo.length > 0) {
+        const e = pool.fifo.shift() as Entry
         if (!e.dropped) live.push(e)
       }
-      for (const e of live) this.fifo.push(e)
-      this.fifoDropped = 0
+      for (const e of live) pool.fifo.push(e)
+      pool.fifoDropped = 0
     }
   }
 }

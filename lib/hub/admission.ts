@@ -6,13 +6,15 @@
  * EventSource give up for good); refused ones get 403.
  */
 import type { FastifyReply } from 'fastify'
-import type { Backend } from '../backend.js'
+import type { Backend, HubEvent } from '../backend.js'
 import type { ChannelImpl, Subscribable } from '../channel.js'
 import {
   FST_ERR_SSEHUB_FORBIDDEN,
   FST_ERR_SSEHUB_REPLY_OPTION_INVALID,
-  FST_ERR_SSEHUB_SOURCE_INVALID
+  FST_ERR_SSEHUB_SOURCE_INVALID,
+  FST_ERR_SSEHUB_STREAM_NOT_FOUND
 } from '../errors.js'
+import { parseId } from '../ids.js'
 import type { Pump } from '../pump.js'
 import { SseStream, type CloseReason, type SseSource } from '../stream.js'
 import type { CatchUp, SnapshotOutcome } from './catch-up.js'
@@ -22,6 +24,9 @@ import { readTags, type Tags } from './tags.js'
 import type { LocalTopic, TopicRegistry } from './topics.js'
 
 const MAX_SINCE = 10_000
+
+/** How admission answers: open the stream, 403, or for a follow 404 (nothing there) or 204 (already ended for this client). */
+type Verdict = boolean | 'gone' | 'ended'
 
 /** A channel or topic to follow, resolved against this hub. */
 export interface Target {
@@ -76,10 +81,13 @@ export class Admission {
       if (Symbol.asyncIterator in source || Symbol.iterator in source) iterable = source as SseSource
       else options = source as SseReplyOptions
     }
-    const { follow, tags, lifetime, since } = this.readOptions(options)
+    const { follow, tags, lifetime } = this.readOptions(options)
     const hub = this.hub
     const targets = follow.map(s => hub.resolve(s))
+    const until = readUntil(options.until, targets)
+    const since = options.since === 'start' ? -Math.max(0, ...targets.map(t => t.channel.history?.limit ?? hub.settings.history)) : (options.since ?? 0)
     const member = new Member(hub)
+    member.until = until
     const stream = member.stream = new SseStream(hub.pump, member, reply, tags)
     const request = reply.request
 
@@ -112,12 +120,16 @@ export class Admission {
       }
       this.open(reply, member, targets, iterable, lifetime, since)
     }
-    let decided: boolean | Promise<boolean>
+    let decided: Verdict | Promise<Verdict>
     try {
       decided = authorize(reply, targets)
     } catch (err) {
       this.abandon(member)
       throw err
+    }
+    if (until !== null && decided !== false) {
+      const asked = stream.lastEventId
+      decided = Promise.resolve(decided).then(ok => ok === true ? this.followable(targets, asked, until) : false)
     }
     if (decided === true) {
       begin()
@@ -142,8 +154,8 @@ export class Admission {
         if (!pending) return
         try {
           if (stream.ended) return
-          if (ok) begin()
-          else this.refuse(reply, member, targets)
+          if (ok === true) begin()
+          else this.refuse(reply, member, targets, ok)
         } finally {
           // After begin(): it reads the disconnects recorded while this stream was pending.
           settle()
@@ -191,8 +203,26 @@ export class Admission {
     else this.perClient.set(key, n)
   }
 
+  /**
+   * A follow may open unless every topic's last event in history is one it
+   * ends on, at or before the client's id (`ended`: 204), or no topic has
+   * anything in history nor a run running (`gone`: 404).
+   */
+  private async followable (targets: Target[], asked: string | undefined, until: ReadonlySet<string>): Promise<Verdict> {
+    const backend = this.hub.backend
+    const id = asked === undefined ? null : parseId(asked)
+    const seen = id !== null && id.epoch === backend.epoch ? id.seq : -1
+    const lasts = await Promise.all(targets.map(t => backend.latest(t.key, 2)))
+    // Ended for this client once it has an event it ends on that nothing but the hub's `end` follows.
+    const ended = (evs: HubEvent[]): boolean => evs.some((ev, i) => until.has(ev.event) && ev.seq <= seen && evs.slice(i + 1).every(e => e.event === 'end'))
+    if (lasts.every(ended)) return 'ended'
+    if (lasts.some(evs => evs.length > 0)) return true
+    const states = await Promise.all(targets.map(t => backend.runs?.state(t.key) ?? null))
+    return states.includes('running') ? true : 'gone'
+  }
+
   /** Checks the options of `reply.sse(options)`, throwing a coded error for a bad one. */
-  private readOptions (options: SseReplyOptions): { follow: Subscribable[], tags: string[], lifetime: number, since: number } {
+  private readOptions (options: SseReplyOptions): { follow: Subscribable[], tags: string[], lifetime: number } {
     const follow = options.subscribe ?? []
     if (!Array.isArray(follow)) throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('subscribe', 'must be an array of channels and topics')
     const tags = readTags(options.tags)
@@ -206,10 +236,10 @@ export class Admission {
       lifetime = Math.min(lifetime, ms)
     }
     const since = options.since === undefined ? 0 : options.since
-    if (typeof since !== 'number' || !Number.isInteger(since) || since > 0 || since < -MAX_SINCE) {
-      throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('since', `must be a whole number from -${MAX_SINCE} to -1 (the newest N events), got ${String(since)}`)
+    if (since !== 'start' && (typeof since !== 'number' || !Number.isInteger(since) || since > 0 || since < -MAX_SINCE)) {
+      throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('since', `must be 'start' (all of history) or a whole number from -${MAX_SINCE} to -1 (the newest N events), got ${String(since)}`)
     }
-    return { follow, tags, lifetime, since }
+    return { follow, tags, lifetime }
   }
 
   /** Over a limit: 200, a jittered retry, an end. A non-200 would make a native EventSource give up for good. */
@@ -279,10 +309,13 @@ export class Admission {
     this.release(member)
   }
 
-  private refuse (reply: FastifyReply, member: Member, targets: Target[]): void {
+  private refuse (reply: FastifyReply, member: Member, targets: Target[], verdict: Verdict = false): void {
     this.abandon(member)
     if (answered(reply)) return
-    reply.code(403).send(new FST_ERR_SSEHUB_FORBIDDEN(targets.map(t => t.key).join(', ')))
+    const keys = targets.map(t => t.key).join(', ')
+    if (verdict === 'ended') reply.code(204).send()
+    else if (verdict === 'gone') reply.code(404).send(new FST_ERR_SSEHUB_STREAM_NOT_FOUND(keys))
+    else reply.code(403).send(new FST_ERR_SSEHUB_FORBIDDEN(keys))
   }
 }
 
@@ -303,6 +336,21 @@ function authorize (reply: FastifyReply, targets: Target[]): boolean | Promise<b
   }
   if (pending === null) return true
   return Promise.all(pending).then(all => all.every(v => v === true))
+}
+
+/** The event names a follow ends on (each declared by a followed channel), plus the hub's `end`; null without `until`. */
+function readUntil (until: string | string[] | undefined, targets: Target[]): ReadonlySet<string> | null {
+  if (until === undefined) return null
+  const names = typeof until === 'string' ? [until] : until
+  if (!Array.isArray(names) || targets.length === 0) {
+    throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('until', 'must be an event name or an array of them, with subscribe naming what to follow')
+  }
+  for (const name of names) {
+    if (name !== 'end' && !targets.some(t => t.channel.compiled.has(name))) {
+      throw new FST_ERR_SSEHUB_REPLY_OPTION_INVALID('until', `"${String(name)}" is not an event of the channels followed`)
+    }
+  }
+  return new Set([...names, 'end'])
 }
 
 function takeSnapshots (reply: FastifyReply, targets: Target[]): Array<Promise<SnapshotOutcome>> {

@@ -193,8 +193,7 @@ export class CatchUp {
       if (stream.ended || generation !== this.generation) return
       const ev = events[i]
       if (ev.seq <= member.lastSeq) continue
-      stream.push(eventFrame(ev))
-      member.lastSeq = ev.seq
+      if (member.send(ev)) return
       if (stream.saturated) await stream.writable()
     }
   }

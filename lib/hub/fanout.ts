@@ -78,7 +78,7 @@ export class Fanout {
       for (const member of topic.subs) {
         if (member.holding !== null) {
           this.hold(member, batch)
-        } else if (member.topics.length === 1) {
+        } else if (member.topics.length === 1 && member.until === null) {
           if (first > member.lastSeq) {
             // The fast path: one shared packet, handed to the socket as is.
             packet ??= eventsPacket(batch)
@@ -125,12 +125,9 @@ export class Fanout {
 
 /** Queues the events of `events` above the member's last seq, in order. */
 export function pushAfter (member: Member, events: HubEvent[]): void {
-  const stream = member.stream
   for (let i = 0; i < events.length; i++) {
     const ev = events[i]
-    if (ev.seq <= member.lastSeq) continue
-    stream.push(eventFrame(ev))
-    member.lastSeq = ev.seq
+    if (ev.seq > member.lastSeq && member.send(ev)) return
   }
 }
 

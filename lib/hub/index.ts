@@ -8,6 +8,7 @@
  *   admission.ts  reply.sse(): caps, authorize, snapshots, shedding
  *   tags.ts       tags and targeted disconnect
  *   listeners.ts  in-process subscribe()
+ *   runs.ts       run(): producers publishing a generation, ended by one `end`
  *   metrics.ts    stats() as Prometheus text
  *
  * The backend and the channels are handed small host objects, not the hub.
@@ -15,7 +16,7 @@
 import { EventEmitter } from 'node:events'
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import type { Backend, BackendHost } from '../backend.js'
-import { channelOf, ChannelImpl, type Channel, type ChannelHost, type ChannelOptions, type EventMap, type Subscribable } from '../channel.js'
+import { channelOf, ChannelImpl, type Channel, type ChannelHost, type ChannelOptions, type EventMap, type Subscribable, type Topic } from '../channel.js'
 import { framedSize } from '../encoder.js'
 import {
   FST_ERR_SSEHUB_CHANNEL_DUPLICATE,
@@ -32,12 +33,14 @@ import { Fanout, TURN_BYTES } from './fanout.js'
 import { Listeners } from './listeners.js'
 import type { Member } from './state.js'
 import { prometheus } from './metrics.js'
+import { Runs, type Producer, type Run } from './runs.js'
 import type { HubSettings, SseHubEvents, SseReplyOptions, SseStats } from './stats.js'
 import { assertTag, Tags } from './tags.js'
 import { TopicRegistry } from './topics.js'
 
 export { HEAD_EVENT } from '../encoder.js'
 export type { SseStats, SseReplyOptions, SseHubEvents, ResetReason } from './stats.js'
+export type { Run, RunEnd, RunEndReason, RunOutcome, Producer } from './runs.js'
 
 /**
  * `fastify.sse`: the hub of this plugin instance. It is an EventEmitter:
@@ -55,6 +58,8 @@ export class SseHub extends EventEmitter<SseHubEvents> {
   private readonly catchUp: CatchUp
   private readonly tags: Tags
   private readonly admission: Admission
+  private readonly runs: Runs
+  private readonly settings: HubSettings
   private published = 0
   private expired = 0
   private closed = false
@@ -70,6 +75,7 @@ export class SseHub extends EventEmitter<SseHubEvents> {
     this.pump = pump
     this.backend = backend
     this.log = log
+    this.settings = settings
     const logger = (): FastifyBaseLogger => this.log
     this.topics = new TopicRegistry(backend, logger)
     this.inProcess = new Listeners(this.topics, logger)
@@ -89,6 +95,15 @@ export class SseHub extends EventEmitter<SseHubEvents> {
       subscribe: (member, list) => this.admission.subscribe(member, list),
       unsubscribe: (member, list) => this.admission.unsubscribe(member, list),
       closed: (member, reason) => this.memberClosed(member, reason)
+    })
+    this.runs = new Runs({
+      backend,
+      log,
+      maxEventBytes: pump.options.maxEventBytes,
+      published: () => {
+        this.published++
+        return this.fanout.turnBytes > TURN_BYTES ? this.pump.flushed() : undefined
+      }
     })
     this.channelHost = {
       publish: (topic, event, data, json) => this.publish(topic, event, data, json),
@@ -133,10 +148,41 @@ export class SseHub extends EventEmitter<SseHubEvents> {
     }
     channel.host = this.channelHost
     this.channels.set(channel.name, channel)
+    const own = channel.history
+    if (own !== null) {
+      const s = this.settings
+      this.backend.channelHistory?.(channel.name, { limit: own.limit ?? s.history, ttl: own.ttl ?? s.historyTtl, bytes: own.bytes ?? s.maxHistoryBytes })
+    }
     return channel as unknown as Channel<any, any>
   }
 
-  /** A validated, serialised event, handed to the backend. */
+  /**
+   * Starts a producer run on `topic`: `producer(signal)` is called once, and
+   * every `{ event, data }` it yields is validated and published to the
+   * topic, in order, with an id each. The run always ends with one `end`
+   * event (`{ reason: 'complete' | 'cancelled' | 'error' | 'lost' }`), the
+   * topic's last: when the producer returns or throws, when it is cancelled
+   * from any instance (`cancel(topic)`), or when its instance dies or closes.
+   * Followers use `reply.sse({ subscribe: [topic], since: 'start', until })`.
+   * One run per topic at a time: `run.started` rejects with
+   * `FST_ERR_SSEHUB_RUN_ACTIVE` while another runs.
+   */
+  run<E extends EventMap, N extends string> (topic: Topic<E, N> | Channel<N, E>, producer: Producer<E>): Run {
+    if (this.closed) throw new FST_ERR_SSEHUB_CLOSED()
+    return this.runs.start(this.resolve(topic as Subscribable), producer as unknown as Producer)
+  }
+
+  /**
+   * Cancels the run on `topic`, whichever instance runs it: its `end` event
+   * (`reason: 'cancelled'`) is published at once, the producer's signal
+   * aborts, and anything it yields after is refused. Resolves to whether a
+   * run was running.
+   */
+  async cancel (topic: Subscribable): Promise<boolean> {
+    return await this.runs.cancel(this.resolve(topic))
+  }
+
+  /** @internal A validated, serialised event, handed to the backend. */
   private async publish (topic: Subscribable, event: string, data: unknown, json: string): Promise<string> {
     if (this.closed) throw new FST_ERR_SSEHUB_CLOSED()
     const max = this.pump.options.maxEventBytes
@@ -234,6 +280,7 @@ export class SseHub extends EventEmitter<SseHubEvents> {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
+    await this.runs.close()
     this.pump.shutdown()
     // Module-level definitions may be attached again by a new app (a restart in tests, say).
     for (const channel of this.channels.values()) if (channel.host === this.channelHost) channel.host = null

@@ -7,6 +7,7 @@
  * listeners in this process.
  */
 import type { HubEvent } from '../backend.js'
+import { eventFrame } from '../encoder.js'
 import type { ChannelImpl, EventMeta, Subscribable } from '../channel.js'
 import type { CloseReason, SseStream, StreamOwner } from '../stream.js'
 
@@ -58,6 +59,8 @@ export class Member implements StreamOwner {
   announced = false
   /** It has followed some topic: a later `stream.subscribe()` catches up from its last seq, not as a fresh subscriber. */
   subscribed = false
+  /** A follow (`reply.sse({ until })`): the event names after which the stream ends (`end` always among them). */
+  until: ReadonlySet<string> | null = null
 
   constructor (private readonly host: MemberHost) {}
 
@@ -71,5 +74,14 @@ export class Member implements StreamOwner {
 
   closed (_stream: SseStream, reason: CloseReason): void {
     this.host.closed(this, reason)
+  }
+
+  /** Writes `ev` (above its last seq); true when it was the event a follow ends on, and the stream has ended after it. */
+  send (ev: HubEvent): boolean {
+    this.stream.push(eventFrame(ev))
+    this.lastSeq = ev.seq
+    if (this.until === null || !this.until.has(ev.event)) return false
+    this.stream.end('end')
+    return true
   }
 }

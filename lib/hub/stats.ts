@@ -23,8 +23,22 @@ export interface SseReplyOptions {
    * `-N`: a subscriber that connects without `Last-Event-ID` first gets the
    * newest N events of each followed topic still in history, in order, then
    * live events (Nchan's `first_message: -N`). From -1 to -10000.
+   * `'start'`: every event of each followed topic still in history (a whole
+   * generation of `fastify.sse.run()`, for a late joiner or a second viewer).
+   * A client resuming with `Last-Event-ID` continues from its id instead.
    */
-  since?: number
+  since?: number | 'start'
+  /**
+   * Makes the response a follow of a finite stream: it ends right after an
+   * event of one of these names, or the hub's `end` (the last event of every
+   * `fastify.sse.run()`), which always ends it. A follow of a topic whose
+   * last event in history is such an event, at or before the client's
+   * `Last-Event-ID`, is answered `204` (a native EventSource then stops
+   * reconnecting); a follow of a topic with nothing in history and no run
+   * running is answered `404` `FST_ERR_SSEHUB_STREAM_NOT_FOUND` (never
+   * started, or expired).
+   */
+  until?: string | string[]
 }
 
 /** Live counts for this process, cheap enough to read per request. */
@@ -82,4 +96,7 @@ export interface HubSettings {
   maxLifetime: number
   maxStreamsPerClient: number
   clientKey: (request: FastifyRequest) => string
+  history: number
+  historyTtl: number
+  maxHistoryBytes: number
 }
