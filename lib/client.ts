@@ -212,6 +212,25 @@ export function subscribe<C extends ChannelLike = never> (
   handlers: EventHandlers<C>,
   options: SubscribeOptions = {}
 ): Subscription {
+  return open(url, handlers as Record<string, unknown>, options, null)
+}
+
+/** What {@link follow} adds to a subscription's machinery. */
+interface Hooks {
+  /** Events handled here besides the channel's handlers (the hub's `end`). */
+  extra: Array<[string, (data: unknown, id: string) => void]>
+  /** An event with an id was handled (and the subscription is still open). */
+  seen: (id: string) => void
+  /** The EventSource gave up for good: find out why; `retry()` opens a new one after the backoff. */
+  gaveUp: (retry: () => void) => void
+}
+
+function open (
+  url: string | URL,
+  handlers: Record<string, unknown>,
+  options: SubscribeOptions,
+  hooks: Hooks | null
+): Subscription {
   if (handlers === null || typeof handlers !== 'object') throw new TypeError('fastify-sse-hub/client: handlers must be an object of event name -> function')
   const Ctor: EventSourceConstructor | undefined = options.EventSource ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource
   if (typeof Ctor !== 'function') {
@@ -282,6 +301,8 @@ export function subscribe<C extends ChannelLike = never> (
     } catch (err) {
       fail(err, name, id)
     }
+    // After the handler, in the same task: a page that stores what it rendered there stores it with this id.
+    if (!closed && id !== '') hooks?.seen(id)
   }
 
   const detach = (): void => {
@@ -314,12 +335,17 @@ export function subscribe<C extends ChannelLike = never> (
     for (const [name, handler] of table) {
       on(name, ev => dispatch(name, ev, (data, id) => { handler(data, { id, event: name }) }))
     }
+    for (const [name, handler] of hooks?.extra ?? []) on(name, ev => dispatch(name, ev, handler))
     on('reset', ev => dispatch('reset', ev, (data, id) => {
       const info = (data ?? {}) as Partial<ResetInfo>
       options.onReset?.({ lastEventId: String(info.lastEventId ?? ''), reason: info.reason as ResetReason, id })
     }))
     // Nobody handles it, but its id is where a resume of a quiet stream starts.
-    on(HEAD_EVENT, ev => { if (!closed && typeof ev.lastEventId === 'string' && ev.lastEventId !== '') lastEventId = ev.lastEventId })
+    on(HEAD_EVENT, ev => {
+      if (closed || typeof ev.lastEventId !== 'string' || ev.lastEventId === '') return
+      lastEventId = ev.lastEventId
+      hooks?.seen(lastEventId)
+    })
     on('open', () => {
       if (closed) return
       attempts = 0
@@ -329,6 +355,10 @@ export function subscribe<C extends ChannelLike = never> (
       if (closed) return
       if (source.readyState !== CLOSED) {
         setState('connecting')
+      } else if (hooks !== null) {
+        setState('connecting')
+        detach()
+        hooks.gaveUp(retryLater)
       } else if (reconnect === null) {
         setState('closed')
       } else {
@@ -351,6 +381,242 @@ export function subscribe<C extends ChannelLike = never> (
       timer = undefined
       detach()
       setState('closed')
+    }
+  }
+}
+
+/** Why a run ended, as the hub's `end` event says (the server's `RunEndReason`). */
+export type RunEndReason = 'complete' | 'cancelled' | 'error' | 'lost'
+
+/**
+ * What {@link Follow.finished} resolves to: the event that ended the
+ * generation, or `event: null` when the server answered `204` (the client's
+ * last id already covered the end: a reload right after it, or an id kept
+ * from a finished generation). Its handler, if any, has run first.
+ */
+export type FollowEnd<C> =
+  | (C extends unknown ? { [K in EventNames<C>]: { event: K, data: EventData<C, K>, id: string } }[EventNames<C>] : never)
+  | { event: 'end', data: { reason: RunEndReason }, id: string }
+  | { event: null, data: null, id: string | null }
+
+/** The part of `Storage` (sessionStorage, localStorage) that {@link follow} uses. */
+export interface StorageLike {
+  getItem: (key: string) => string | null
+  setItem: (key: string, value: string) => void
+  removeItem: (key: string) => void
+}
+
+/** Options of {@link follow}: those of {@link subscribe}, and these. */
+export interface FollowOptions<C = never> extends SubscribeOptions {
+  /**
+   * The channel's event(s) that end a generation, as the route's `until`
+   * (`reply.sse({ ..., until: 'done' })`): the follow resolves after the
+   * first one. The hub's `end` always ends it too.
+   */
+  until?: EventNames<C> | ReadonlyArray<EventNames<C>>
+  /**
+   * Where to keep the last event id, so a reload continues exactly after it:
+   * stored after every event (after its handler ran, in the same task),
+   * read at the start (as `lastEventId`, unless that option is given), and
+   * removed at the end (the terminal event, `204`, `404`). Keep what the
+   * page rendered in the same handlers, in the same storage: the two then
+   * always agree. Use one key per generation.
+   */
+  storageKey?: string
+  /** The storage for `storageKey`. @default globalThis.sessionStorage (per tab: a second tab follows from the start) */
+  storage?: StorageLike
+  /**
+   * The `fetch` used to learn why the EventSource gave up (`204`, `404`, a
+   * proxy's `502`, ...), which an EventSource does not tell.
+   * @default eventSourceInit.fetch, else globalThis.fetch
+   */
+  fetch?: (url: string, init: Record<string, unknown>) => Promise<FetchResponseLike>
+}
+
+/** The part of a `fetch` Response that {@link follow} reads. */
+export interface FetchResponseLike {
+  readonly status: number
+  json: () => Promise<unknown>
+  readonly body?: { cancel: () => Promise<void> } | null
+}
+
+/** A running follow of a generation. */
+export interface Follow<C = never> {
+  /**
+   * Resolves once the generation ended (see {@link FollowEnd}), after its
+   * handler ran; the EventSource is then closed, so it does not reconnect.
+   * Rejects with a {@link FollowError}: `FST_ERR_SSEHUB_STREAM_NOT_FOUND`
+   * (404: no such generation, or its history expired), another HTTP answer
+   * that will not change (`FST_ERR_SSEHUB_CLIENT_HTTP`, e.g. 401 or 403),
+   * `FST_ERR_SSEHUB_CLIENT_NETWORK` (unreachable, with `reconnect: false`
+   * only: otherwise the client keeps trying and `state` says `connecting`),
+   * or `FST_ERR_SSEHUB_CLIENT_CLOSED` after `close()`.
+   */
+  readonly finished: Promise<FollowEnd<C>>
+  /** The id this follow started after (the option's, or the stored one); `undefined` when it followed from the start. */
+  readonly resumedFrom: string | undefined
+  /** As {@link Subscription.state}. */
+  readonly state: ConnectionState
+  /** As {@link Subscription.lastEventId}. */
+  readonly lastEventId: string | undefined
+  /** As {@link Subscription.url}. */
+  readonly url: string
+  /** Stops following; `finished` rejects with `FST_ERR_SSEHUB_CLIENT_CLOSED`. The stored id is kept, so a later follow resumes. */
+  close: () => void
+}
+
+/**
+ * Why a follow failed. `code` is the hub's code where the server sent one
+ * (`FST_ERR_SSEHUB_STREAM_NOT_FOUND` for a 404, `FST_ERR_SSEHUB_FORBIDDEN`
+ * for a 403), else `FST_ERR_SSEHUB_CLIENT_HTTP` (another answer),
+ * `FST_ERR_SSEHUB_CLIENT_NETWORK` or `FST_ERR_SSEHUB_CLIENT_CLOSED`.
+ */
+export class FollowError extends Error {
+  /** The HTTP status, or null (network, closed). */
+  readonly status: number | null
+  readonly code: string
+  /** The server's JSON answer, if it sent one. */
+  readonly body: unknown
+  constructor (message: string, code: string, status: number | null = null, body: unknown = undefined) {
+    super(`fastify-sse-hub/client: ${message}`)
+    this.name = 'FollowError'
+    this.code = code
+    this.status = status
+    this.body = body
+  }
+}
+
+const noop = (): void => {}
+
+/**
+ * Follows a generation (a run's topic, served by a route with
+ * `reply.sse({ subscribe: [topic], since: 'start', until })`) to its end:
+ * `handlers` get every event as with {@link subscribe}, and `finished`
+ * resolves on the terminal event (one of `options.until`, or the hub's
+ * `end`), after which the EventSource is closed. With `storageKey`, the last
+ * id is kept in `sessionStorage` (or `options.storage`), so a reload
+ * resumes exactly after it, and removed at the end. A `204` (the client
+ * already had the end) resolves with `event: null`; a `404` (no such
+ * generation, or expired) rejects with `FST_ERR_SSEHUB_STREAM_NOT_FOUND`.
+ */
+export function follow<C extends ChannelLike = never> (
+  url: string | URL,
+  handlers: EventHandlers<C>,
+  options: FollowOptions<C> = {}
+): Follow<C> {
+  if (handlers === null || typeof handlers !== 'object') throw new TypeError('fastify-sse-hub/client: handlers must be an object of event name -> function')
+  const until = new Set<string>(['end'])
+  const given: unknown = options.until
+  for (const name of (Array.isArray(given) ? given : given === undefined ? [] : [given]) as unknown[]) {
+    if (typeof name !== 'string' || name === '') throw new TypeError('fastify-sse-hub/client: options.until must be an event name or an array of them')
+    until.add(name)
+  }
+  let store: StorageLike | null = null
+  const key = options.storageKey
+  if (key !== undefined) {
+    if (typeof key !== 'string' || key === '') throw new TypeError('fastify-sse-hub/client: options.storageKey must be a non-empty string')
+    store = options.storage ?? (globalThis as { sessionStorage?: StorageLike }).sessionStorage ?? null
+    if (store === null) throw new TypeError('fastify-sse-hub/client: no sessionStorage here; pass options.storage (anything with getItem, setItem, removeItem)')
+  }
+  const fetchFn = (options.fetch ?? options.eventSourceInit?.fetch ?? (globalThis as { fetch?: unknown }).fetch) as FollowOptions['fetch']
+  if (typeof fetchFn !== 'function') throw new TypeError('fastify-sse-hub/client: no fetch here; pass options.fetch')
+
+  const stored = (): string | undefined => {
+    try {
+      const id = store?.getItem(key as string)
+      return typeof id === 'string' && id !== '' ? id : undefined
+    } catch {
+      return undefined
+    }
+  }
+  // Storage can refuse (quota, privacy modes): the follow goes on, only a reload would start over.
+  const write = (id: string | null): void => {
+    if (store === null) return
+    try {
+      if (id === null) store.removeItem(key as string)
+      else store.setItem(key as string, id)
+    } catch {}
+  }
+  const resumedFrom = options.lastEventId !== undefined && options.lastEventId !== '' ? options.lastEventId : stored()
+
+  let settled = false
+  let succeed!: (end: FollowEnd<C>) => void
+  let reject!: (err: FollowError) => void
+  const finished = new Promise<FollowEnd<C>>((resolve, _reject) => { succeed = resolve; reject = _reject })
+  let sub: Subscription | null = null
+  let probing: AbortController | null = null
+  const settle = (clear: boolean): boolean => {
+    if (settled) return false
+    settled = true
+    probing?.abort()
+    sub?.close()
+    if (clear) write(null)
+    return true
+  }
+  const end = (value: unknown): void => { if (settle(true)) succeed(value as FollowEnd<C>) }
+  const fail = (err: FollowError, clear: boolean): void => { if (settle(clear)) reject(err) }
+
+  const table: Record<string, unknown> = { ...handlers }
+  for (const name of until) {
+    if (name === 'end') continue
+    const own = table[name]
+    if (own !== undefined && typeof own !== 'function') throw new TypeError(`fastify-sse-hub/client: the handler of "${name}" must be a function`)
+    table[name] = (data: unknown, meta: ClientEventMeta) => {
+      try {
+        if (typeof own === 'function') own(data, meta)
+      } finally {
+        end({ event: name, data, id: meta.id })
+      }
+    }
+  }
+  const reconnect = options.reconnect !== false
+
+  /** The EventSource gave up: ask the server what it answers now. */
+  const gaveUp = (retry: () => void): void => {
+    if (settled) return
+    const ac = probing = new AbortController()
+    const id = sub?.lastEventId ?? resumedFrom
+    const href = id === undefined ? String(url) : withLastEventId(String(url), id)
+    const init: Record<string, unknown> = { headers: { accept: 'text/event-stream' }, signal: ac.signal }
+    init.credentials = options.withCredentials === true ? 'include' : 'same-origin'
+    const again = (err: FollowError): void => {
+      if (reconnect) retry()
+      else fail(err, false)
+    }
+    fetchFn(href, init).then(async res => {
+      const status = res.status
+      let body: unknown
+      if (status === 200) await res.body?.cancel().catch(noop)
+      else body = await res.json().catch(() => undefined)
+      if (settled || ac.signal.aborted) return
+      const code = typeof (body as { code?: unknown } | undefined)?.code === 'string' ? (body as { code: string }).code : 'FST_ERR_SSEHUB_CLIENT_HTTP'
+      if (status === 204) end({ event: null, data: null, id: id ?? null })
+      else if (status === 404) fail(new FollowError(`nothing to follow at ${href} (404: no such generation, or its history expired)`, code, status, body), true)
+      else if (status >= 400 && status < 500 && status !== 408 && status !== 429) fail(new FollowError(`${href} answered ${status}`, code, status, body), false)
+      else again(new FollowError(`${href} answered ${status}`, code, status, body))
+    }, err => {
+      if (settled || ac.signal.aborted) return
+      again(new FollowError(`${href} is unreachable (${toError(err).message})`, 'FST_ERR_SSEHUB_CLIENT_NETWORK'))
+    })
+  }
+
+  sub = open(url, table, { ...options, lastEventId: resumedFrom }, {
+    extra: [['end', (data, id) => end({ event: 'end', data, id })]],
+    seen: id => { if (!settled) write(id) },
+    gaveUp
+  })
+  const current = sub
+  return {
+    finished,
+    resumedFrom,
+    get state () { return current.state },
+    get lastEventId () { return current.lastEventId },
+    get url () { return current.url },
+    close () {
+      if (settled) return
+      // Whoever closes it expects this rejection: not an unhandled one.
+      finished.catch(noop)
+      fail(new FollowError('the follow was closed before the end', 'FST_ERR_SSEHUB_CLIENT_CLOSED'), false)
     }
   }
 }
