@@ -135,8 +135,9 @@ for (const name of ENGINES) {
     })
 
     t.test('a network drop shows reconnecting, not an end or an error; then the text continues exactly', async t => {
+      const before = await page.evaluate(() => gen.id)
       await page.click('#start')
-      await page.waitFor((old) => gen.id !== old && gen.tokens.length >= 20, genId)
+      await page.waitFor((old) => gen.id !== old && gen.tokens.length >= 20, before)
       const id = await page.evaluate(() => gen.id as string)
       const record = app.demo.generations.get(id) as GenRecord
       const server = app.server
