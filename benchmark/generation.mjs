@@ -3,13 +3,13 @@
 // followed to its end by N followers over real sockets, against the same
 // tokens sent to each connection by a plain `reply.sse(iterable)`.
 //
-//   node benchmark/generation.mjs [--tokens 10000] [--followers 1,100,1000] [--reps 1] [--no-pin] [--json out.jsonl]
+//   node benchmark/generation.mjs [--tokens 10000] [--followers 1,100,1000] [--per-turn 1-4] [--reps 1] [--no-pin] [--json out.jsonl]
 //
 // Per N and repetition, a fresh server process (pinned with taskset to the
 // first allowed core) and a followers process (pinned to the others):
 // - hub: `fastify.sse.run(topic, producer)`, the producer yielding 1, 2, 3,
-//   4, 1, ... tokens per event-loop turn (a model's chunks, as fast as the
-//   server goes); followers on `reply.sse({ subscribe: [topic], since:
+//   4, 1, ... tokens per event-loop turn (`--per-turn a-b` cycles a..b, or a
+//   fixed count: a model's chunks, as fast as the server goes); followers on `reply.sse({ subscribe: [topic], since:
 //   'start', until: 'done' })`, connected before the first token;
 // - plain: `reply.sse(iterable)` per connection, the iterable yielding the
 //   same tokens with the same turns (so the same per-turn coalescing), all
@@ -28,12 +28,13 @@ import { allowedCpus } from './lib/proc.mjs'
 
 const self = fileURLToPath(import.meta.url)
 const argv = process.argv.slice(2)
-const opt = { tokens: 10000, followers: [1, 100, 1000], reps: 1, pin: true, json: null, role: null }
+const opt = { tokens: 10000, followers: [1, 100, 1000], perTurn: '1-4', reps: 1, pin: true, json: null, role: null }
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i]
   if (a === '--tokens') opt.tokens = Number(argv[++i])
   else if (a === '--followers') opt.followers = argv[++i].split(',').map(Number)
   else if (a === '--reps') opt.reps = Number(argv[++i])
+  else if (a === '--per-turn') opt.perTurn = argv[++i]
   else if (a === '--no-pin') opt.pin = false
   else if (a === '--json') opt.json = argv[++i]
   else if (a === '--role') opt.role = argv[++i]
@@ -50,8 +51,13 @@ function token (i) {
   for (let k = 0; k < len; k++) s += 'abcdefghijklmnopqrstuvwxyz ,.'[(i * 31 + k * 17) % 29]
   return s
 }
-/** Tokens per turn: 1, 2, 3, 4, 1, ... */
-const stepOf = (n) => 1 + (n % 4)
+/** Tokens in turn n: lo, lo + 1, ..., hi, lo, ... */
+const [lo, hi] = (() => {
+  const [a, b = a] = opt.perTurn.split('-').map(Number)
+  if (!(a >= 1 && b >= a)) { console.error(`--per-turn: a count or a range lo-hi, got ${opt.perTurn}`); process.exit(2) }
+  return [a, b]
+})()
+const stepOf = (n) => lo + (n % (hi - lo + 1))
 const turn = () => new Promise(resolve => setImmediate(resolve))
 
 if (opt.role === 'server') await server()
@@ -61,7 +67,7 @@ else await main()
 // ---- orchestrator -------------------------------------------------------------
 
 function child (role, cpus) {
-  const args = [self, '--role', role, '--tokens', String(opt.tokens)]
+  const args = [self, '--role', role, '--tokens', String(opt.tokens), '--per-turn', opt.perTurn]
   const [cmd, full] = cpus !== null ? ['taskset', ['-c', cpus, process.execPath, ...args]] : [process.execPath, args]
   const c = spawn(cmd, full, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const waiting = []
@@ -109,6 +115,7 @@ async function main () {
             mode,
             followers: n,
             tokens: opt.tokens,
+            perTurn: opt.perTurn,
             rep,
             ok: got.fails.length === 0,
             fails: got.fails.slice(0, 5),
@@ -133,7 +140,7 @@ async function main () {
     }
   }
   const med = (xs) => { const a = [...xs].sort((p, q) => p - q); return a.length % 2 ? a[a.length >> 1] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2 }
-  console.log(`\n${opt.tokens} tokens of 1-4 bytes, 1-4 per turn; medians of ${opt.reps} (Node ${process.version}${pin ? `, server on core ${serverCpus}, followers on ${followerCpus}` : ', not pinned'}):`)
+  console.log(`\n${opt.tokens} tokens of 1-4 bytes, ${opt.perTurn} per turn; medians of ${opt.reps} (Node ${process.version}${pin ? `, server on core ${serverCpus}, followers on ${followerCpus}` : ', not pinned'}):`)
   console.log('| followers | writes per follower (hub) | server CPU µs/token: hub | plain `reply.sse(iterable)` | hub / plain | wall ms: hub | plain | every text exact |')
   console.log('|---:|---:|---:|---:|---:|---:|---:|---|')
   for (const n of opt.followers) {
