@@ -57,8 +57,8 @@ for (const name of ENGINES) {
     const engine = await engines.get(t, name)
     const page = await openEnginePage(t, engine)
     const second = await openEnginePage(t, engine)
-    // About 3.5 s per generation: 300 tokens, 1 to 4 every 20 to 40 ms.
-    const { app, origin } = await start({ tickMs: 0, sse, generation: { tokens: 300, delayMs: [20, 40] } })
+    // About 2 s per generation: 200 tokens, 1 to 4 every 15 to 30 ms.
+    const { app, origin } = await start({ tickMs: 0, sse, generation: { tokens: 200, delayMs: [15, 30] } })
     let genId = ''
     const url = (): string => `${origin}/generation?id=${genId}`
 
