@@ -16,10 +16,11 @@
  * deployment guarantees.
  */
 import { Redis, type RedisOptions } from 'ioredis'
-import { mergeBySeq, type Backend, type BackendHost, type BackendStats, type HistoryLimits, type HistoryRead, type HubEvent } from '../backend.js'
+import { mergeBySeq, type Backend, type BackendHost, type BackendStats, type ChannelHistory, type HistoryLimits, type HistoryRead, type HubEvent } from '../backend.js'
 import { formatId, newEpoch } from '../ids.js'
 import { int } from '../options.js'
 import { defineScripts, type Scripts } from './redis-scripts.js'
+import { RedisRuns } from './redis-runs.js'
 import {
   FST_ERR_SSEHUB_BACKEND_TIMEOUT, FST_ERR_SSEHUB_BACKEND_UNAVAILABLE, FST_ERR_SSEHUB_OPTION_INVALID,
   FST_ERR_SSEHUB_PUBLISH_NOT_REPLICATED, FST_ERR_SSEHUB_REDIS_UNREACHABLE
@@ -86,6 +87,16 @@ export interface RedisBackendOptions {
    * @default undefined (a publish resolves once the primary ran it)
    */
   durable?: { replicas: number, timeout?: number }
+  /**
+   * The lease of a producer run (`fastify.sse.run()`), in ms: the instance
+   * running it renews it every third of this; when that instance dies (or
+   * loses Redis for longer), another instance ends the run with
+   * `end { reason: 'lost' }` about 1.5 x this after the last renewal (every
+   * instance sweeps expired leases every half of this), and the stale
+   * producer can publish nothing more into it.
+   * @default 5000
+   */
+  runLease?: number
 }
 
 const PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
@@ -141,6 +152,11 @@ export class RedisBackend implements Backend {
   private readonly durable: { replicas: number, timeout: number } | null
   /** The WAIT shared by the durable publishes of one turn. */
   private waitInTurn: Promise<number> | null = null
+  /** Channels with history bounds of their own. */
+  private readonly bounds = new Map<string, ChannelHistory>()
+  private readonly noticeChannel: string
+  /** Producer runs across instances (redis-runs.ts). */
+  readonly runs: RedisRuns
 
   constructor (private readonly options: RedisBackendOptions) {
     const prefix = options.prefix ?? 'sse'
@@ -150,6 +166,7 @@ export class RedisBackend implements Backend {
     const tag = `{${prefix}}`
     this.keys = { epoch: `${tag}:epoch`, seq: `${tag}:seq`, clock: `${tag}:clock`, clockLast: `${tag}:clock-last`, tops: `${tag}:tops` }
     this.controlChannel = `${prefix}:ctl`
+    this.noticeChannel = `${tag}:runs`
     this.commandTimeout = ms('commandTimeout', options.commandTimeout, 2_000, 1)
     this.probeInterval = ms('probeInterval', options.probeInterval, 1_000, 0)
     this.startTimeout = ms('startTimeout', options.startTimeout, 5_000, 1)
@@ -164,6 +181,37 @@ export class RedisBackend implements Backend {
       if (timeout >= this.commandTimeout) throw new FST_ERR_SSEHUB_OPTION_INVALID('durable.timeout', `must be below commandTimeout (${this.commandTimeout} ms)`)
       this.durable = { replicas: durable.replicas, timeout }
     }
+    const backend = this
+    this.runs = new RedisRuns({
+      get cmd () { return backend.cmd as (Redis & Scripts) | null },
+      get log () { return backend.host?.log ?? null },
+      runKeyHead: `${tag}:run:`,
+      leasesKey: `${tag}:leases`,
+      noticeChannel: this.noticeChannel,
+      keepMs: channel => this.boundsOf(channel).historyTtl,
+      publishRun: (script, keys, args, topic, event, data, channel) => this.publishBounded(script, keys, args, topic, event, data, channel)
+    }, ms('runLease', options.runLease, 5_000, 3))
+  }
+
+  channelHistory (channel: string, bounds: ChannelHistory): void {
+    this.bounds.set(channel, bounds)
+  }
+
+  /** The count and age bounds of `channel`'s topics: its own, else the plugin's. */
+  private boundsOf (channel: string): { history: number, historyTtl: number } {
+    const own = this.bounds.get(channel)
+    if (own !== undefined) return { history: own.limit, historyTtl: own.ttl }
+    return this.limits as HistoryLimits
+  }
+
+  /** The longest ttl of any channel (0 if one keeps events forever): how long topic marks must be kept. */
+  private markTtl (): number {
+    let ttl = (this.limits as HistoryLimits).historyTtl
+    for (const own of this.bounds.values()) {
+      if (ttl === 0 || own.ttl === 0) return 0
+      ttl = Math.max(ttl, own.ttl)
+    }
+    return ttl
   }
 
   /** A topic's history stream in the current epoch: an old epoch's history can never be read as the new one's. */
@@ -223,6 +271,7 @@ export class RedisBackend implements Backend {
     }
     sub.on('message', (channel: string, message: string) => {
       if (channel === this.controlChannel) this.onControl(message)
+      else if (channel === this.noticeChannel) this.runs.notice(message)
       else this.onMessage(message)
     })
     // A topic followed both exactly and by a channel-wide pattern arrives
@@ -242,7 +291,7 @@ export class RedisBackend implements Backend {
         this.epoch = epoch
         // The head seen now: Redis later showing less went backwards.
         this.highest = Math.max(seq, 0)
-        await sub.subscribe(this.controlChannel)
+        await sub.subscribe(this.controlChannel, this.noticeChannel)
       })()])
     } catch (err) {
       // Leave nothing reconnecting behind a failed register.
@@ -254,6 +303,7 @@ export class RedisBackend implements Backend {
       clearTimeout(timer)
     }
     void this.checkEviction()
+    this.runs.start()
     if (this.probeInterval > 0) {
       this.probeTimer = setInterval(() => this.probe(), this.probeInterval)
       this.probeTimer.unref()
@@ -320,7 +370,7 @@ export class RedisBackend implements Backend {
       if (epoch === this.epoch && seq < this.highest) await this.leave(epoch)
       else if (epoch === this.epoch) this.highest = Math.max(this.highest, seq)
       else await this.adopt(epoch)
-      await sub.subscribe(this.controlChannel, ...this.topics.keys())
+      await sub.subscribe(this.controlChannel, this.noticeChannel, ...this.topics.keys())
       if (this.patterns.size > 0) await sub.psubscribe(...this.patterns.keys())
     } catch (err) {
       // Lost again while recovering: the next 'ready' starts over.
@@ -424,21 +474,45 @@ export class RedisBackend implements Backend {
       timer = setTimeout(() => setImmediate(() => reject(new FST_ERR_SSEHUB_BACKEND_TIMEOUT(this.commandTimeout))), this.commandTimeout)
     })
     try {
-      return await Promise.race([timedOut, this.publishOnce(cmd, topic, event, data, payload, channel)])
+      return await Promise.race([timedOut, this.publishOnce(cmd, 'ssePublish', [], [], topic, event, data, channel)]) as HubEvent
     } finally {
       clearTimeout(timer)
     }
   }
 
-  private async publishOnce (cmd: Redis & Scripts, topic: string, event: string, data: string, payload: unknown, channel: string): Promise<HubEvent> {
-    const limits = this.limits as HistoryLimits
+  /** A run's publish or end (redis-runs.ts): bounded and checked like a publish; null when fenced. */
+  private async publishBounded (script: 'ssePublishRun' | 'sseEndRun', keys: string[], args: Array<string | number>,
+    topic: string, event: string, data: string, channel: string): Promise<HubEvent | null> {
+    const cmd = this.cmd as Redis & Scripts
+    if (cmd.status !== 'ready') throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('redis is not connected')
+    if (this.stalled) throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('redis stopped answering')
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => setImmediate(() => reject(new FST_ERR_SSEHUB_BACKEND_TIMEOUT(this.commandTimeout))), this.commandTimeout)
+    })
+    try {
+      return await Promise.race([timedOut, this.publishOnce(cmd, script, keys, args, topic, event, data, channel)])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /**
+   * Runs a publishing script (a publish, or a run's publish or end, which
+   * take `keys` and `args` after a publish's own), switching epochs and
+   * retrying as Redis says; null when a run's script found it fenced.
+   */
+  private async publishOnce (cmd: Redis & Scripts, script: 'ssePublish' | 'ssePublishRun' | 'sseEndRun', keys: string[], args: Array<string | number>,
+    topic: string, event: string, data: string, channel: string): Promise<HubEvent | null> {
+    const bounds = this.boundsOf(channel)
     for (let attempt = 0; attempt < 3; attempt++) {
       let result: [number, string]
       let acked: Promise<number> | null = null
       try {
-        const run = cmd.ssePublish(
-          ...this.epochKeys(), this.topicKey(topic),
-          this.epoch, newEpoch(), event, data, channel, limits.history, limits.historyTtl, this.pubsubChannel(topic, channel), topic, this.highest)
+        const run = cmd[script](
+          ...this.epochKeys(), this.topicKey(topic), ...keys,
+          this.epoch, newEpoch(), event, data, channel, bounds.history, bounds.historyTtl, this.pubsubChannel(topic, channel), topic, this.highest,
+          this.markTtl(), ...args)
         // Issued after the script on the same connection: it covers it.
         if (this.durable !== null) acked = this.replicated(cmd)
         result = await run
@@ -447,6 +521,7 @@ export class RedisBackend implements Backend {
         throw uncertain(err as Error, this.commandTimeout)
       }
       const [seq, epoch] = result
+      if (seq < 0) return null
       if (seq > 0) {
         if (epoch === this.epoch && seq > this.highest) this.highest = seq
         if (acked !== null) await this.checkReplicated(acked)
@@ -597,7 +672,7 @@ export class RedisBackend implements Backend {
     const cmd = this.cmd as Redis & Scripts
     const epoch = this.epoch
     const keys = [this.keys.epoch, this.keys.seq, this.keys.clock, this.keys.tops, ...topics.map(t => this.topicKey(t))]
-    const reply = await cmd.sseRead(keys.length, ...keys, epoch, after, (this.limits as HistoryLimits).historyTtl, ...topics)
+    const reply = await cmd.sseRead(keys.length, ...keys, epoch, after, (this.limits as HistoryLimits).historyTtl, ...topics, this.markTtl())
     await (this.sub as Redis).ping()
     const status = reply[0]
     const head = Number(reply[1] ?? 0)
@@ -607,26 +682,31 @@ export class RedisBackend implements Backend {
     const lists: HubEvent[][] = []
     for (let i = 0; i < topics.length; i++) {
       const list: HubEvent[] = []
-      for (const [id, fields] of (reply[i + 2] as Array<[string, string[]]> | undefined) ?? []) list.push(this.entryToEvent(topics[i], id, fields, epoch, -Infinity) as HubEvent)
+      for (const [id, fields] of (reply[i + 2] as Array<[string, string[]]> | undefined) ?? []) list.push(this.entryToEvent(topics[i], id, fields, epoch, -Infinity, -Infinity) as HubEvent)
       lists.push(list)
     }
     return { head, events: mergeBySeq(lists), trimmed: false }
   }
 
-  /** A stream entry as an event; null if it is older than `oldest` (ms). */
-  private entryToEvent (topic: string, id: string, fields: string[], epoch: string, oldest: number): HubEvent | null {
+  /**
+   * A stream entry as an event; null once past its deadline (its channel's
+   * ttl, written with it; for an entry without one, older than `oldest` ms).
+   */
+  private entryToEvent (topic: string, id: string, fields: string[], epoch: string, oldest: number, now = Date.now()): HubEvent | null {
     const seq = Number(id.slice(0, id.indexOf('-')))
     let event = ''
     let data = ''
     let channel = ''
     let at = 0
+    let deadline = -1
     for (let i = 0; i < fields.length; i += 2) {
       if (fields[i] === 'e') event = fields[i + 1]
       else if (fields[i] === 'd') data = fields[i + 1]
       else if (fields[i] === 'c') channel = fields[i + 1]
       else if (fields[i] === 't') at = Number(fields[i + 1])
+      else if (fields[i] === 'x') deadline = Number(fields[i + 1])
     }
-    if (at <= oldest) return null
+    if (deadline < 0 ? at <= oldest : (deadline > 0 && deadline <= now)) return null
     return { id: formatId(epoch, seq), seq, topic, channel, event, data }
   }
 
@@ -691,6 +771,7 @@ export class RedisBackend implements Backend {
   async close (): Promise<void> {
     this.closing = true
     if (this.probeTimer !== null) clearInterval(this.probeTimer)
+    this.runs.stop()
     await this.quit(this.sub)
     if (this.ownsCmd) await this.quit(this.cmd)
   }
