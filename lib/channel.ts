@@ -74,7 +74,13 @@ export type Snapshot<E extends EventMap> = EventOf<E>
 export interface ChannelHistoryOptions {
   /** Events kept per topic (default: the plugin's `history`). From 0 to 10,000,000. */
   limit?: number
-  /** Ms an event stays in history; 0 keeps events until the other bounds drop them (default: the plugin's `historyTtl`). */
+  /**
+   * Ms a topic's history is kept after its last event, then dropped whole:
+   * a generation stays complete while it runs and this long after its end
+   * (unlike the plugin's `historyTtl`, which ages each event on its own);
+   * 0 keeps it until the other bounds drop it (default: the plugin's
+   * `historyTtl`).
+   */
   ttl?: number
   /**
    * Bytes of history for all topics of this channel together, counted as

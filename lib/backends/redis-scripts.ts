@@ -54,7 +54,9 @@ end
 
 // KEYS: the five above, then [6] the topic stream
 // ARGV: expected epoch, candidate epoch, event, data, channel, maxlen, ttl ms
-//   (the channel's: the stream's expiry and each entry's deadline),
+//   (the stream's expiry after this publish, and each entry's deadline; a
+//   negative ttl is a channel's own: the topic expires whole, |ttl| after its
+//   last event, and entries get no deadline of their own),
 //   pubsub channel, topic, the highest seq the caller has seen in its epoch,
 //   mark ttl ms (the longest ttl of any channel, 0 if one keeps events
 //   forever: how long topic marks and clock samples must be kept)
@@ -79,6 +81,7 @@ if seq < 0 or seq < tonumber(ARGV[10]) then
   return {0, ARGV[2]}
 end
 local ttl = tonumber(ARGV[7])
+local keyttl = math.abs(ttl)
 local markttl = tonumber(ARGV[11])
 local fresh = redis.call('EXISTS', KEYS[6]) == 0
 local bound = 0
@@ -117,8 +120,8 @@ if maxdel > 0 then
   redis.call('XSETID', KEYS[6], seq .. '-0', 'MAXDELETEDID', maxdel .. '-0')
 end
 redis.call('ZADD', KEYS[5], seq, ARGV[9])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[6], ttl)
+if keyttl > 0 then
+  redis.call('PEXPIRE', KEYS[6], keyttl)
 else
   redis.call('PERSIST', KEYS[6])
 end

@@ -188,7 +188,7 @@ export class RedisBackend implements Backend {
       runKeyHead: `${tag}:run:`,
       leasesKey: `${tag}:leases`,
       noticeChannel: this.noticeChannel,
-      keepMs: channel => this.boundsOf(channel).historyTtl,
+      keepMs: channel => Math.abs(this.boundsOf(channel).historyTtl),
       publishRun: (script, keys, args, topic, event, data, channel) => this.publishBounded(script, keys, args, topic, event, data, channel)
     }, ms('runLease', options.runLease, 5_000, 3))
   }
@@ -197,10 +197,14 @@ export class RedisBackend implements Backend {
     this.bounds.set(channel, bounds)
   }
 
-  /** The count and age bounds of `channel`'s topics: its own, else the plugin's. */
+  /**
+   * The count and age bounds of `channel`'s topics: its own (a negative ttl
+   * tells the publish script the topic expires whole after its last event),
+   * else the plugin's.
+   */
   private boundsOf (channel: string): { history: number, historyTtl: number } {
     const own = this.bounds.get(channel)
-    if (own !== undefined) return { history: own.limit, historyTtl: own.ttl }
+    if (own !== undefined) return { history: own.limit, historyTtl: -own.ttl }
     return this.limits as HistoryLimits
   }
 
