@@ -6,38 +6,26 @@
 // (SIGKILL) the page gets `end { lost }` within the documented bound; after the
 // end, the browser's own reconnect gets 204 and EventSource stops.
 import t from 'tap'
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { createInterface } from 'node:readline'
 import { Type } from '@sinclair/typebox'
 import { makeApp, type T } from './helpers/index.js'
 import { engineSkip, startEngines, openEnginePage } from './helpers/browser.js'
 import { openRaw, type RawSeen } from './helpers/probe.js'
 import { RedisServer, redisSkip } from './helpers/redis.js'
+import { startInstance, type Instance } from './helpers/instance.js'
 import { heavySuite } from './helpers/heavy.js'
 import { redisBackend } from '../lib/redis.js'
 
 declare const raw: Record<string, RawSeen>
 
 const root = fileURLToPath(new URL('..', import.meta.url))
-const fixture = fileURLToPath(new URL('./fixtures/run-instance.mjs', import.meta.url))
 const LEASE = 600
 const NAMES = ['token', 'done', 'end']
 const skip = redisSkip() || engineSkip('chromium')
 
-function startInstance (t: T, redisUrl: string, prefix: string): Promise<{ url: string, child: ChildProcess }> {
-  const child: ChildProcess = spawn(process.execPath, [fixture, redisUrl, prefix, String(LEASE)], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { child.kill('SIGKILL') })
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('instance did not start')), 15_000)
-    createInterface({ input: child.stdout! }).once('line', line => {
-      clearTimeout(timer)
-      resolve({ url: JSON.parse(line).url, child })
-    })
-    child.once('exit', code => reject(new Error(`instance exited with ${code}`)))
-  })
-}
+const startRuns = (t: T, redisUrl: string, prefix: string): Promise<Instance> => startInstance(t, 'run-instance.mjs', [redisUrl, prefix, String(LEASE)])
 
 const PAGE = '<!doctype html><html><head><meta charset="utf-8"><title>follow</title></head><body></body></html>'
 
@@ -62,7 +50,7 @@ t.test('chromium follows runs of another instance through Redis', { skip }, asyn
       reply.sse({ subscribe: [generation.topic(req.params)], since: 'start', until: 'done' }))
   }, { plugin: { backend: redisBackend({ url: redis.url, prefix, runLease: LEASE }), retry: 200, retryJitter: 0 } })
   const engine = await startEngines(t, {}, ['chromium']).get(t, 'chromium')
-  const a = await startInstance(t, redis.url, prefix)
+  const a = await startRuns(t, redis.url, prefix)
 
   await t.test('reload mid-generation, then cancel on B: the producer on A stops, the page gets end { cancelled }', async t => {
     t.equal((await fetch(`${a.url}/generations/r1?every=5`, { method: 'POST' })).status, 200)

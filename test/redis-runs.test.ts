@@ -6,34 +6,20 @@
 // follower's tokens are checked: t0, t1, ... with none missing or doubled,
 // then exactly one `end`.
 import t from 'tap'
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { createInterface } from 'node:readline'
 import { Type } from '@sinclair/typebox'
 import { makeApp, SseClient, type T } from './helpers/index.js'
 import { RedisServer, redisSkip } from './helpers/redis.js'
+import { startInstance, type Instance } from './helpers/instance.js'
 import { redisBackend } from '../lib/redis.js'
 
 const skip = redisSkip()
 const root = fileURLToPath(new URL('..', import.meta.url))
-const fixture = fileURLToPath(new URL('./fixtures/run-instance.mjs', import.meta.url))
 const LEASE = 600
 
-interface Instance { url: string, child: ChildProcess }
-
-function startInstance (t: T, redisUrl: string, prefix: string): Promise<Instance> {
-  const child: ChildProcess = spawn(process.execPath, [fixture, redisUrl, prefix, String(LEASE)], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => { child.kill('SIGCONT'); child.kill('SIGKILL') })
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('instance did not start')), 15_000)
-    createInterface({ input: child.stdout! }).once('line', line => {
-      clearTimeout(timer)
-      resolve({ url: JSON.parse(line).url, child })
-    })
-    child.once('exit', code => reject(new Error(`instance exited with ${code}`)))
-  })
-}
+const startRuns = (t: T, redisUrl: string, prefix: string): Promise<Instance> => startInstance(t, 'run-instance.mjs', [redisUrl, prefix, String(LEASE)])
 
 const events = { token: Type.Object({ text: Type.String() }), done: Type.Object({ reason: Type.String() }) }
 
@@ -75,7 +61,7 @@ t.test('runs across instances', { skip }, async t => {
   const redis = await new RedisServer().start()
   t.teardown(() => redis.stop())
   const prefix = 'runs'
-  const [a, b] = await Promise.all([startInstance(t, redis.url, prefix), instanceB(t, redis.url, prefix)])
+  const [a, b] = await Promise.all([startRuns(t, redis.url, prefix), instanceB(t, redis.url, prefix)])
 
   await t.test('a cancel on B stops the producer on A; followers on both get end { cancelled }', async t => {
     t.equal((await fetch(`${a.url}/generations/c1?every=5`, { method: 'POST' })).status, 200)
@@ -99,7 +85,7 @@ t.test('runs across instances', { skip }, async t => {
   })
 
   await t.test('A killed (SIGKILL): followers on B get end { lost } within 1.5 x runLease', async t => {
-    const a2 = await startInstance(t, redis.url, prefix)
+    const a2 = await startRuns(t, redis.url, prefix)
     t.equal((await fetch(`${a2.url}/generations/k1?every=5`, { method: 'POST' })).status, 200)
     const onB = await SseClient.open(`${b.url}/generations/k1/stream`)
     await onB.waitEvents(20)
@@ -113,7 +99,7 @@ t.test('runs across instances', { skip }, async t => {
   })
 
   await t.test('a producer stopped past its lease (SIGSTOP) and resumed is fenced off', async t => {
-    const a3 = await startInstance(t, redis.url, prefix)
+    const a3 = await startRuns(t, redis.url, prefix)
     t.equal((await fetch(`${a3.url}/generations/s1?every=2`, { method: 'POST' })).status, 200)
     const onB = await SseClient.open(`${b.url}/generations/s1/stream`)
     await onB.waitEvents(20)

@@ -465,7 +465,13 @@ export class RedisBackend implements Backend {
     this.host?.deliver({ id: formatId(epoch, seq), seq, topic, channel, event, data })
   }
 
-  async publish (topic: string, event: string, data: string, payload: unknown, channel: string): Promise<HubEvent> {
+  publish (topic: string, event: string, data: string, _payload: unknown, channel: string): Promise<HubEvent> {
+    return this.publishBounded('ssePublish', [], [], topic, event, data, channel) as Promise<HubEvent>
+  }
+
+  /** A publish, or a run's publish or end (redis-runs.ts), bounded in time; null when a run's script found it fenced. */
+  private async publishBounded (script: 'ssePublish' | 'ssePublishRun' | 'sseEndRun', keys: string[], args: Array<string | number>,
+    topic: string, event: string, data: string, channel: string): Promise<HubEvent | null> {
     const cmd = this.cmd as Redis & Scripts
     // Only the command connection matters here: events published while the
     // subscriber connection is away are in history, and streams catch up.
@@ -475,23 +481,6 @@ export class RedisBackend implements Backend {
     const timedOut = new Promise<never>((_resolve, reject) => {
       // Timers run before I/O in a loop iteration: after a long turn the
       // reply may be waiting unread. Give the poll phase its chance first.
-      timer = setTimeout(() => setImmediate(() => reject(new FST_ERR_SSEHUB_BACKEND_TIMEOUT(this.commandTimeout))), this.commandTimeout)
-    })
-    try {
-      return await Promise.race([timedOut, this.publishOnce(cmd, 'ssePublish', [], [], topic, event, data, channel)]) as HubEvent
-    } finally {
-      clearTimeout(timer)
-    }
-  }
-
-  /** A run's publish or end (redis-runs.ts): bounded and checked like a publish; null when fenced. */
-  private async publishBounded (script: 'ssePublishRun' | 'sseEndRun', keys: string[], args: Array<string | number>,
-    topic: string, event: string, data: string, channel: string): Promise<HubEvent | null> {
-    const cmd = this.cmd as Redis & Scripts
-    if (cmd.status !== 'ready') throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('redis is not connected')
-    if (this.stalled) throw new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE('redis stopped answering')
-    let timer: NodeJS.Timeout | undefined
-    const timedOut = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => setImmediate(() => reject(new FST_ERR_SSEHUB_BACKEND_TIMEOUT(this.commandTimeout))), this.commandTimeout)
     })
     try {
