@@ -430,7 +430,14 @@ export interface FollowOptions<C = never> extends SubscribeOptions {
    * proxy's `502`, ...), which an EventSource does not tell.
    * @default eventSourceInit.fetch, else globalThis.fetch
    */
-  fetch?: (url: string, init: Record<string, unknown>) => Promise<FetchResponseLike>
+  fetch?: (url: string, init: FetchInitLike) => Promise<FetchResponseLike>
+}
+
+/** What {@link follow} passes to `fetch`: the global one, or undici's, takes it. */
+export interface FetchInitLike {
+  headers: Record<string, string>
+  signal: AbortSignal
+  credentials: 'include' | 'same-origin'
 }
 
 /** The part of a `fetch` Response that {@link follow} reads. */
@@ -577,8 +584,11 @@ export function follow<C extends ChannelLike = never> (
     const ac = probing = new AbortController()
     const id = sub?.lastEventId ?? resumedFrom
     const href = id === undefined ? String(url) : withLastEventId(String(url), id)
-    const init: Record<string, unknown> = { headers: { accept: 'text/event-stream' }, signal: ac.signal }
-    init.credentials = options.withCredentials === true ? 'include' : 'same-origin'
+    const init: FetchInitLike = {
+      headers: { accept: 'text/event-stream' },
+      signal: ac.signal,
+      credentials: options.withCredentials === true ? 'include' : 'same-origin'
+    }
     const again = (err: FollowError): void => {
       if (reconnect) retry()
       else fail(err, false)

@@ -29,6 +29,10 @@ describe('follow<typeof channel>()', () => {
     if (end.event === null) expect(end.id).type.toBe<string | null>()
   })
 
+  test('the global fetch fits options.fetch', () => {
+    expect(follow<typeof ticker>).type.toBeCallableWith('/ticker', {}, { fetch })
+  })
+
   test('the end reasons are the server\'s', () => {
     expect<RunEndReason>().type.toBe<ServerRunEndReason>()
   })
