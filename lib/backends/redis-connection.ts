@@ -24,51 +24,73 @@ const RETIRED = 16
 /** The connections of the Redis backend and their supervision; see the module note. */
 export abstract class RedisConnection {
   epoch = ''
+  /** @internal */
   protected host: BackendHost | null = null
+  /** @internal */
   protected limits: HistoryLimits | null = null
+  /** @internal */
   protected cmd: Redis | null = null
+  /** @internal */
   protected sub: Redis | null = null
+  /** @internal */
   protected readonly ownsCmd: boolean
+  /** @internal */
   protected readonly prefix: string
+  /** @internal */
   protected readonly keys: { epoch: string, seq: string, clock: string, clockLast: string, tops: string }
-  /** Pub/sub channel of a topic -> the promise of its SUBSCRIBE taking effect. */
+  /** @internal Pub/sub channel of a topic -> the promise of its SUBSCRIBE taking effect. */
   protected readonly topics = new Map<string, Promise<void>>()
-  /** Pattern of a channel's topics -> the promise of its PSUBSCRIBE taking effect. */
+  /** @internal Pattern of a channel's topics -> the promise of its PSUBSCRIBE taking effect. */
   protected readonly patterns = new Map<string, Promise<void>>()
-  /** The highest seq handed to the hub in this epoch: Redis sends in order, so anything at or below is a repeat. */
+  /** @internal The highest seq handed to the hub in this epoch: Redis sends in order, so anything at or below is a repeat. */
   protected lastDelivered = 0
-  /** The raw message of `lastDelivered`: a topic matched by a subscription and a pattern arrives twice, identical. */
+  /** @internal The raw message of `lastDelivered`: a topic matched by a subscription and a pattern arrives twice, identical. */
   protected lastMessage = ''
   /**
    * The highest seq this instance published, delivered or read as the head
    * in this epoch. Redis showing a lower one means it went backwards: those
    * ids were handed out, so a new epoch starts.
+   * @internal
    */
   protected highest = 0
-  /** Epochs this instance left, newest last. */
+  /** @internal Epochs this instance left, newest last. */
   protected readonly retired: string[] = []
-  /** A compare-and-set epoch switch in flight, so one noticing starts one. */
+  /** @internal A compare-and-set epoch switch in flight, so one noticing starts one. */
   protected switching: Promise<void> | null = null
-  /** This process's id on the control channel, so it drops its own broadcasts. */
+  /** @internal This process's id on the control channel, so it drops its own broadcasts. */
   protected readonly instance = newEpoch()
+  /** @internal */
   protected readonly controlChannel: string
+  /** @internal */
   protected down = false
+  /** @internal */
   protected closing = false
-  /** The subscriber connection left a probe unanswered: Redis (or the connection) stalls. */
+  /** @internal The subscriber connection left a probe unanswered: Redis (or the connection) stalls. */
   protected stalled = false
+  /** @internal */
   protected probeTimer: NodeJS.Timeout | null = null
-  /** When the unanswered probe was sent (0: none out). */
+  /** @internal When the unanswered probe was sent (0: none out). */
   protected probeSent = 0
-  /** The last connection error, named if start gives up. */
+  /** @internal The last connection error, named if start gives up. */
   protected lastError: Error | null = null
+  /** @internal */
   protected readonly noticeChannel: string
+  /** @internal */
   protected readonly commandTimeout: number
+  /** @internal */
   protected readonly probeInterval: number
+  /** @internal */
   protected readonly startTimeout: number
+  /** @internal */
   protected readonly durable: { replicas: number, timeout: number } | null
+  /** @internal */
   protected readonly runLease: number
 
-  constructor (protected readonly options: RedisBackendOptions) {
+  /** @internal */
+  protected readonly options: RedisBackendOptions
+
+  constructor (options: RedisBackendOptions) {
+    this.options = options
     const settings = redisSettings(options)
     const prefix = settings.prefix
     this.prefix = prefix
@@ -84,14 +106,14 @@ export abstract class RedisConnection {
     this.runLease = settings.runLease
   }
 
-  /** A message of a topic (or a channel pattern) on the subscriber connection. */
+  /** @internal A message of a topic (or a channel pattern) on the subscriber connection. */
   protected abstract onMessage (message: string): void
-  /** A notice to run owners (`{P}:runs`). */
+  /** @internal A notice to run owners (`{P}:runs`). */
   protected abstract onNotice (message: string): void
-  /** Started: begin the backend's own timers. */
+  /** @internal Started: begin the backend's own timers. */
   protected abstract started (): void
 
-  /** The keys every epoch-starting script takes first. */
+  /** @internal The keys every epoch-starting script takes first. */
   protected epochKeys (): string[] {
     const k = this.keys
     return [k.epoch, k.seq, k.clock, k.clockLast, k.tops]
@@ -177,7 +199,7 @@ export abstract class RedisConnection {
     }
   }
 
-  /** Where Redis is, for errors: the URL without its password, or the Sentinels and master name. */
+  /** @internal Where Redis is, for errors: the URL without its password, or the Sentinels and master name. */
   protected address (): string {
     const o = { ...this.options.redis?.options, ...this.options.redisOptions }
     if (Array.isArray(o.sentinels) && o.sentinels.length > 0) {
@@ -197,6 +219,7 @@ export abstract class RedisConnection {
   /**
    * Evicted keys cost resets (history) or a new epoch (ids); say so once at
    * start. CONFIG may be refused (managed Redis, ACLs): then nothing is said.
+   * @internal
    */
   protected async checkEviction (): Promise<void> {
     try {
@@ -210,12 +233,14 @@ export abstract class RedisConnection {
     } catch {}
   }
 
+  /** @internal */
   protected onControl (message: string): void {
     const at = message.indexOf('\n')
     if (at < 0 || message.slice(0, at) === this.instance) return
     this.host?.control(message.slice(at + 1))
   }
 
+  /** @internal */
   protected lost (): void {
     // Before start resolves, start() reports: no warnings, no recovery.
     if (this.closing || this.down || this.epoch === '') return
@@ -224,7 +249,7 @@ export abstract class RedisConnection {
     this.host?.log.warn({ prefix: this.prefix }, 'fastify-sse-hub: redis connection lost; publishes are refused until it is back')
   }
 
-  /** Both connections are back: check the epoch and the seq, restore subscriptions, then let the hub catch up. */
+  /** @internal Both connections are back: check the epoch and the seq, restore subscriptions, then let the hub catch up. */
   protected async recover (): Promise<void> {
     const cmd = this.cmd as Redis & Scripts
     const sub = this.sub as Redis
@@ -249,7 +274,7 @@ export abstract class RedisConnection {
     this.host?.interrupted()
   }
 
-  /** Follows the epoch Redis is on; one this instance already left is left again, never followed back. */
+  /** @internal Follows the epoch Redis is on; one this instance already left is left again, never followed back. */
   protected async adopt (epoch: string): Promise<void> {
     if (epoch === this.epoch) return
     if (this.retired.includes(epoch)) await this.leave(epoch)
@@ -260,6 +285,7 @@ export abstract class RedisConnection {
    * Redis is on `epoch` but its ids there can no longer be trusted: start a
    * new epoch if Redis is still on it (compare-and-set, so the first
    * instance to notice wins), and follow whatever epoch Redis is on then.
+   * @internal
    */
   protected leave (epoch: string): Promise<void> {
     this.switching ??= (async () => {
@@ -277,6 +303,7 @@ export abstract class RedisConnection {
    * Redis has a new history (flushed, replaced, or behind what was seen):
    * every stream is reset onto it, once per epoch, whatever number of
    * publishes and messages in flight say so.
+   * @internal
    */
   protected switchEpoch (epoch: string): void {
     if (epoch === this.epoch || this.retired.includes(epoch)) return
@@ -297,6 +324,7 @@ export abstract class RedisConnection {
    * connection still answers while the subscriber does not, that connection
    * is wedged and is reconnected; when the probe is answered, every stream
    * catches up from history.
+   * @internal
    */
   protected probe (): void {
     const sub = this.sub as Redis
@@ -329,12 +357,15 @@ export abstract class RedisConnection {
     })
   }
 
+  /** @internal */
   protected stall (ms: number): void {
     this.stalled = true
     this.host?.log.warn({ prefix: this.prefix, ms }, 'fastify-sse-hub: redis stopped answering; publishes are refused and streams catch up once it answers')
   }
 
+  /** @internal */
   protected wedgeCheck = false
+  /** @internal */
   protected checkWedged (): void {
     if (this.wedgeCheck) return
     this.wedgeCheck = true
@@ -363,7 +394,7 @@ export abstract class RedisConnection {
     if (this.ownsCmd) await this.quit(this.cmd)
   }
 
-  /** QUIT if Redis is there (bounded), then drop the socket: closing never waits on a Redis that is gone. */
+  /** @internal QUIT if Redis is there (bounded), then drop the socket: closing never waits on a Redis that is gone. */
   protected async quit (client: Redis | null): Promise<void> {
     if (client === null) return
     if (client.status === 'ready') {

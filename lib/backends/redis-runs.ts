@@ -51,6 +51,7 @@ export class RedisRuns implements RunStore {
   private renewTimer: NodeJS.Timeout | null = null
   private sweepTimer: NodeJS.Timeout | null = null
 
+  /** @internal */
   constructor (private readonly host: RedisRunsHost, readonly leaseMs: number) {}
 
   private get cmd (): Redis & Scripts {
@@ -61,7 +62,7 @@ export class RedisRuns implements RunStore {
     return this.host.runKeyHead + topic
   }
 
-  /** Starts renewing and sweeping (the backend has started). */
+  /** @internal Starts renewing and sweeping (the backend has started). */
   start (): void {
     this.renewTimer = setInterval(() => { this.renew().catch(noop) }, Math.max(1, Math.floor(this.leaseMs / 3)))
     this.sweepTimer = setInterval(() => { this.sweep().catch(noop) }, Math.max(1, Math.floor(this.leaseMs / 2)))
@@ -69,6 +70,7 @@ export class RedisRuns implements RunStore {
     this.sweepTimer.unref()
   }
 
+  /** @internal */
   stop (): void {
     if (this.renewTimer !== null) clearInterval(this.renewTimer)
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer)
@@ -111,7 +113,7 @@ export class RedisRuns implements RunStore {
     return state === 'running' ? 'running' : state === 'ended' ? 'ended' : null
   }
 
-  /** A notice on `{P}:runs`: `topic LF token LF reason`. */
+  /** @internal A notice on `{P}:runs`: `topic LF token LF reason`. */
   notice (message: string): void {
     const [topic, token, reason] = message.split('\n')
     if (reason === 'cancelled' || reason === 'lost') this.ended(topic, token, reason)

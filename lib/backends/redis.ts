@@ -54,10 +54,12 @@ export class RedisBackend extends RedisConnection implements Backend {
     }, this.runLease)
   }
 
+  /** @internal */
   protected started (): void {
     this.runs.start()
   }
 
+  /** @internal */
   protected onNotice (message: string): void {
     this.runs.notice(message)
   }
@@ -97,6 +99,7 @@ export class RedisBackend extends RedisConnection implements Backend {
     return `${this.prefix}:m:${channel}|${topic}`
   }
 
+  /** @internal */
   protected onMessage (message: string): void {
     // epoch \n seq \n topic \n channel \n event \n data (data is JSON: no raw LF)
     let at = 0
