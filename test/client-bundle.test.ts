@@ -39,8 +39,10 @@ t.test('dist/esm/client.js and dist/cjs/client.js load nothing at run time', asy
     t.notMatch(code, /fastify(?!-sse-hub\/client: )|typebox|channel\.js/i, `${file}: no fastify, typebox or ./channel.js in its code (its error messages name fastify-sse-hub/client)`)
   }
   const dts = read('dist/esm/client.d.ts')
-  t.same(specifiers(dts), ['./types.js'], 'its types refer to the schema types only (for Static), never to Fastify')
-  t.match(dts, /import type \{ Schema as TSchema, Static \} from '\.\/types\.js'/, 'and only as a type import')
+  t.same([...new Set(specifiers(dts))], ['./client-types.js'], 'its types come from client-types only')
+  const clientTypes = read('dist/esm/client-types.d.ts')
+  t.same(specifiers(clientTypes), ['./types.js'], 'which refer to the schema types only (for Static), never to Fastify')
+  t.match(clientTypes, /import type \{ Schema as TSchema, Static \} from '\.\/types\.js'/, 'and only as a type import')
   const types = read('dist/esm/types.d.ts')
   t.same(specifiers(types), ['typebox'], 'which refer to TypeBox 1.x only (for its Static)')
   t.match(types, /import type \{ Static as StaticV1 \} from 'typebox'/, 'and only as a type import')
