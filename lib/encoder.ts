@@ -175,6 +175,16 @@ export function eventFrame (ev: HubEvent): Buffer {
   return frame
 }
 
+/**
+ * Lets go of the frame cached on `ev`. An event history keeps should not pin
+ * its frame bytes once the turn that fanned it out has written them: a
+ * replay (rare) frames it again. The slot is set to undefined rather than
+ * deleted, so the event keeps its shape.
+ */
+export function dropFrame (ev: HubEvent): void {
+  (ev as Framed)[kFrame] = undefined
+}
+
 /** One packet holding the frames of `events`, in order: shared as is by every subscriber of a topic. */
 export function eventsPacket (events: readonly HubEvent[]): Packet {
   let bytes = 0

@@ -8,7 +8,7 @@
  * merged by seq; a subscriber still catching up has them held.
  */
 import type { HubEvent } from '../backend.js'
-import { eventFrame, eventsPacket, type Packet } from '../encoder.js'
+import { dropFrame, eventFrame, eventsPacket, type Packet } from '../encoder.js'
 import { BACKLOG_FACTOR } from '../backlog.js'
 import type { Pump } from '../pump.js'
 import type { Member } from './state.js'
@@ -29,6 +29,8 @@ export class Fanout {
   turnBytes = 0
   private dirtyTopics: LocalTopic[] = []
   private multi: Member[] = []
+  /** Batches whose frames are let go after this flush's multi-topic merges. */
+  private readonly written: HubEvent[][] = []
 
   constructor (
     private readonly topics: TopicRegistry,
@@ -75,8 +77,13 @@ export class Fanout {
       const first = batch[0].seq
       const last = batch[batch.length - 1].seq
       let packet: Packet | null = null
+      // Frames are let go once written (history must not pin them), except
+      // those a catch-up holds, and those multi-topic merges still need.
+      let keep = false
+      let later = false
       for (const member of topic.subs) {
         if (member.holding !== null) {
+          keep = true
           this.hold(member, batch)
         } else if (member.topics.length === 1 && member.until === null) {
           if (first > member.lastSeq) {
@@ -87,14 +94,20 @@ export class Fanout {
           } else {
             pushAfter(member, batch)
           }
-        } else if (member.pending === null) {
-          member.pending = [batch]
-          this.multi.push(member)
         } else {
-          member.pending.push(batch)
+          later = true
+          if (member.pending === null) {
+            member.pending = [batch]
+            this.multi.push(member)
+          } else {
+            member.pending.push(batch)
+          }
         }
       }
       this.deliveries += batch.length * topic.subs.size
+      if (keep) continue
+      if (later) this.written.push(batch)
+      else dropFrames(batch)
     }
     if (this.multi.length > 0) {
       const multi = this.multi
@@ -105,6 +118,10 @@ export class Fanout {
         // Several topics in one turn: merge by seq so ids reach the client in order.
         pushAfter(member, pending.length === 1 ? pending[0] : pending.flat().sort(bySeq))
       }
+    }
+    if (this.written.length > 0) {
+      for (const batch of this.written) dropFrames(batch)
+      this.written.length = 0
     }
   }
 
@@ -121,6 +138,10 @@ export class Fanout {
     }
     if (member.holdingBytes > this.pump.options.maxBufferedBytes * BACKLOG_FACTOR) member.stream.cut()
   }
+}
+
+function dropFrames (batch: HubEvent[]): void {
+  for (let i = 0; i < batch.length; i++) dropFrame(batch[i])
 }
 
 /** Queues the events of `events` above the member's last seq, in order. */
