@@ -197,6 +197,25 @@ export function eventsPacket (events: readonly HubEvent[]): Packet {
 }
 
 /**
+ * The packet of one hub event, straight from its text into one allocation
+ * (no frame of its own is kept): for an event written the moment it is
+ * published, whose frame nothing else needs.
+ */
+export function eventPacket (ev: HubEvent): Packet {
+  const cached = (ev as Framed)[kFrame]
+  if (cached !== undefined) return packetOf([cached], cached.length)
+  const text = 'event: ' + ev.event + '\nid: ' + ev.id + '\ndata: ' + ev.data + '\n\n'
+  const bytes = Buffer.byteLength(text)
+  const head = bytes.toString(16) + '\r\n'
+  const chunk = Buffer.allocUnsafe(head.length + bytes + 2)
+  const start = chunk.write(head, 0, 'latin1')
+  const at = start + chunk.write(text, start)
+  chunk[at] = 13
+  chunk[at + 1] = 10
+  return { chunk, body: chunk.subarray(start, at) }
+}
+
+/**
  * The most bytes a hub event with this name and JSON can take once framed:
  * the JSON, the name, and the fixed fields with an id of at most 64 bytes,
  * counted from above (checked before the id exists).

@@ -1,14 +1,15 @@
 /**
  * Fan-out: what the backend delivers, to every local subscriber.
  *
- * The hot path. An event is framed once (encoder.eventFrame) and appended to
- * its topic's batch for this event-loop turn. At the flush, each topic's
- * batch becomes ONE packet (one allocation) that every subscriber's socket is
- * handed as is; a subscriber of several topics gets this turn's events
+ * The hot path. The first event of a turn to a topic of a few subscribers
+ * is written at once (see DIRECT_SUBSCRIBERS). Others are framed once
+ * (encoder.eventFrame) and appended to their topic's batch for this turn.
+ * At the flush, each topic's batch becomes ONE packet (one allocation) that
+ * every subscriber's socket is handed as is; a subscriber of several topics gets this turn's events
  * merged by seq; a subscriber still catching up has them held.
  */
 import type { HubEvent } from '../backend.js'
-import { dropFrame, eventFrame, eventsPacket, type Packet } from '../encoder.js'
+import { dropFrame, eventFrame, eventPacket, eventsPacket, type Packet } from '../encoder.js'
 import { BACKLOG_FACTOR } from '../backlog.js'
 import type { Pump } from '../pump.js'
 import type { Member } from './state.js'
@@ -21,6 +22,14 @@ import type { LocalTopic, TopicRegistry } from './topics.js'
  * not one giant write per socket.
  */
 export const TURN_BYTES = 1024 * 1024
+
+/**
+ * A topic with at most this many subscribers has the first event of a turn
+ * written the moment it is delivered, not at the end of the turn: with one
+ * or a few sockets there is nothing to share, so waiting only adds latency
+ * (and work: a batch, a dirty list, a packet built at the flush).
+ */
+export const DIRECT_SUBSCRIBERS = 16
 
 export class Fanout {
   /** Events handed to streams (events x subscribers). */
@@ -45,14 +54,45 @@ export class Fanout {
     if (listened) this.listeners.push(ev, payload)
     else if (topic === undefined) return
     if (topic !== undefined && topic.subs.size > 0) {
-      this.turnBytes += eventFrame(ev).length
-      topic.batch.push(ev)
+      if (topic.dirty || topic.subs.size > DIRECT_SUBSCRIBERS || !this.direct(topic, ev)) {
+        this.turnBytes += eventFrame(ev).length
+        topic.batch.push(ev)
+      }
+      // Marked even after a direct write (with an empty batch), so a second
+      // event to the topic this turn is batched: however many events a turn
+      // brings, a connection gets at most the direct write and the flush's.
       if (!topic.dirty) {
         topic.dirty = true
         this.dirtyTopics.push(topic)
       }
     }
     this.pump.requestFlush()
+  }
+
+  /**
+   * Writes `ev` to the topic's sockets now, if every subscriber would take
+   * it on the flush's fast path (not catching up, following this topic
+   * alone, not ending on an event name, behind this seq). False: batch it.
+   */
+  private direct (topic: LocalTopic, ev: HubEvent): boolean {
+    const seq = ev.seq
+    for (const member of topic.subs) {
+      if (member.holding !== null || member.topics.length !== 1 || member.until !== null || seq <= member.lastSeq) return false
+    }
+    const packet = eventPacket(ev)
+    const pump = this.pump
+    pump.deferCuts = true
+    try {
+      for (const member of topic.subs) {
+        member.lastSeq = seq
+        member.stream.writeShared(packet)
+      }
+    } finally {
+      pump.deferCuts = false
+    }
+    this.deliveries += topic.subs.size
+    this.turnBytes += packet.body.length
+    return true
   }
 
   /** A new epoch: batches framed in the old one must reach no one. */
