@@ -224,6 +224,17 @@ export function framedSize (event: string, json: string): number {
   return Buffer.byteLength(json) + event.length + 96
 }
 
+/**
+ * 0 when a hub event with this name and JSON fits in `max` bytes once
+ * framed, else its `framedSize`. UTF-8 takes at most 3 bytes per UTF-16
+ * code unit, so JSON that short is not scanned for its byte length at all.
+ */
+export function oversize (event: string, json: string, max: number): number {
+  if (json.length * 3 + event.length + 96 <= max) return 0
+  const bytes = framedSize(event, json)
+  return bytes > max ? bytes : 0
+}
+
 /** Why a resume could not replay what the client missed. */
 export type ResetReason = 'unknown' | 'trimmed' | 'epoch'
 
