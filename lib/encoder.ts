@@ -136,6 +136,20 @@ export function encode (message: SseMessage | string, maxBytes: number): Buffer 
 }
 
 /**
+ * A packet whose `body` view is made only if asked for: a socket takes the
+ * chunk, and only response objects (HTTP/2, inject) and streams with
+ * something queued read the body.
+ */
+class ChunkPacket implements Packet {
+  private view: Buffer | null = null
+  constructor (readonly chunk: Buffer, private readonly start: number, private readonly end: number) {}
+
+  get body (): Buffer {
+    return (this.view ??= this.chunk.subarray(this.start, this.end))
+  }
+}
+
+/**
  * One packet from several frames: a single allocation holding the HTTP/1.1
  * chunk header, the frames back to back and the chunk trailer.
  */
@@ -147,7 +161,7 @@ export function packetOf (frames: readonly Buffer[], bytes: number): Packet {
   for (let i = 0; i < frames.length; i++) at += frames[i].copy(chunk, at)
   chunk[at] = 13
   chunk[at + 1] = 10
-  return { chunk, body: chunk.subarray(start, at) }
+  return new ChunkPacket(chunk, start, at)
 }
 
 /** One packet from one frame. */
@@ -212,7 +226,7 @@ export function eventPacket (ev: HubEvent): Packet {
   const at = start + chunk.write(text, start)
   chunk[at] = 13
   chunk[at + 1] = 10
-  return { chunk, body: chunk.subarray(start, at) }
+  return new ChunkPacket(chunk, start, at)
 }
 
 /**

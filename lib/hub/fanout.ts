@@ -91,7 +91,7 @@ export class Fanout {
       pump.deferCuts = false
     }
     this.deliveries += topic.subs.size
-    this.turnBytes += packet.body.length
+    this.turnBytes += packet.chunk.length
     return true
   }
 
@@ -109,11 +109,11 @@ export class Fanout {
     this.dirtyTopics = []
     for (let t = 0; t < topics.length; t++) {
       const topic = topics[t]
-      const batch = topic.batch
-      topic.batch = []
       topic.dirty = false
-      // A topic dropped this turn keeps its place in the list with nothing to send.
+      const batch = topic.batch
+      // Nothing to send: a topic written at once this turn, or dropped.
       if (batch.length === 0) continue
+      topic.batch = []
       const first = batch[0].seq
       const last = batch[batch.length - 1].seq
       let packet: Packet | null = null
