@@ -48,7 +48,11 @@ export interface HistoryLimits {
 export interface ChannelHistory {
   /** Events kept per topic. */
   limit: number
-  /** Age in ms after which an event leaves history; 0 keeps events until the other bounds drop them. */
+  /**
+   * Ms a topic's history is kept after its LAST event, then dropped whole (a
+   * generation is kept while it runs and this long after its end); 0 keeps
+   * it until the other bounds drop it.
+   */
   ttl: number
   /** Bytes of history for all topics of the channel together (backends that hold history in this process), in a budget of its own. */
   bytes: number

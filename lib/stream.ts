@@ -12,6 +12,7 @@ import { lastEventIdOf, writeHead } from './response.js'
 import { Backlog, PACE_BYTES, unsent } from './backlog.js'
 import type { Pump } from './pump.js'
 import type { Subscribable } from './channel.js'
+import { EndWaiters, pipe } from './stream-end.js'
 
 /** What ended a stream, as logged and counted. */
 export type CloseReason = 'client' | 'server' | 'end' | 'error' | 'slow' | 'shutdown' | 'expired' | 'disconnect' | 'shed'
@@ -32,7 +33,6 @@ type Response = ServerResponse | Http2ServerResponse
 const HEARTBEAT = packet(Buffer.from(':\n\n'))
 const kStream = Symbol('fastify-sse-hub.stream')
 
-const noop = (): void => {}
 /** The tags of a stream given none: one shared array, not one per stream. */
 const NO_TAGS: readonly string[] = Object.freeze([])
 
@@ -90,11 +90,8 @@ export class SseStream implements PromiseLike<void> {
   private handed = 0
   /** What it holds unsent and who waits on it, once it ever held something (see backlog.ts). */
   private backlog: Backlog | null = null
-  private closeFns: Array<() => void> | null = null
-  private abort: AbortController | null = null
-  private closedPromise: Promise<void> | null = null
-  private resolveClosed: (() => void) | null = null
-  private iterator: Iterator<unknown> | AsyncIterator<unknown> | null = null
+  /** What waits on the end (stream-end.ts), made on first use. */
+  private waiters: EndWaiters | null = null
 
   private get log (): FastifyBaseLogger {
     return this.reply.log
@@ -204,30 +201,17 @@ export class SseStream implements PromiseLike<void> {
    * next microtask) if it already has. Errors thrown by `fn` are logged.
    */
   onClose (fn: () => void): void {
-    if (this.isClosed) {
-      queueMicrotask(() => this.runCloseFn(fn))
-      return
-    }
-    (this.closeFns ??= []).push(fn)
+    (this.waiters ??= new EndWaiters()).onClose(fn, this.isClosed, this.log)
   }
 
   /** An AbortSignal that aborts when the stream ends: pass it to work that should stop then. */
   get signal (): AbortSignal {
-    if (this.abort === null) {
-      this.abort = new AbortController()
-      if (this.isClosed) this.abort.abort()
-    }
-    return this.abort.signal
+    return (this.waiters ??= new EndWaiters()).signal(this.isClosed)
   }
 
   /** A promise that resolves (never rejects) when the stream has ended. */
   get closed (): Promise<void> {
-    if (this.closedPromise === null) {
-      this.closedPromise = this.isClosed
-        ? Promise.resolve()
-        : new Promise<void>(resolve => { this.resolveClosed = resolve })
-    }
-    return this.closedPromise
+    return (this.waiters ??= new EndWaiters()).closed(this.isClosed)
   }
 
   /** Awaiting the stream waits until it ends; see the class note. */
@@ -348,25 +332,9 @@ export class SseStream implements PromiseLike<void> {
   }
 
   /** @internal Sends every value of `source` as an event, paced by the socket, then ends. */
-  async pipeFrom (source: SseSource): Promise<void> {
-    const it: Iterator<unknown> | AsyncIterator<unknown> = Symbol.asyncIterator in source
-      ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
-      : (source as Iterable<unknown>)[Symbol.iterator]()
-    this.iterator = it
-    try {
-      while (!this.isClosed) {
-        const step = await it.next()
-        if (step.done === true || this.isClosed) break
-        this.send(step.value as SseMessage)
-        if (this.saturated) await this.writable()
-      }
-      this.iterator = null
-      this.end('end')
-    } catch (err) {
-      this.iterator = null
-      this.log.error({ err }, 'fastify-sse-hub: the event source of a stream failed; closing that stream')
-      this.end('error')
-    }
+  pipeFrom (source: SseSource): Promise<void> {
+    this.waiters ??= new EndWaiters()
+    return pipe(this, source, this.waiters, this.log)
   }
 
   /**
@@ -404,9 +372,7 @@ export class SseStream implements PromiseLike<void> {
     if (!this.opened) {
       this.isClosed = true
       this.queue.length = 0
-      this.abort?.abort()
-      this.resolveClosed?.()
-      this.closeFns = null
+      this.waiters?.drop()
       return
     }
     if (reason === 'slow') {
@@ -429,27 +395,7 @@ export class SseStream implements PromiseLike<void> {
       this.socket.setTimeout((this.request.server.server as { timeout?: number }).timeout ?? 0)
     }
     this.backlog?.release()
-    const it = this.iterator
-    this.iterator = null
-    if (it !== null && typeof it.return === 'function') {
-      try {
-        const ret = it.return()
-        if (ret !== null && typeof (ret as Promise<unknown>).then === 'function') (ret as Promise<unknown>).then(noop, noop)
-      } catch {}
-    }
-    this.abort?.abort()
-    this.resolveClosed?.()
-    const fns = this.closeFns
-    this.closeFns = null
-    if (fns !== null) for (const fn of fns) this.runCloseFn(fn)
+    this.waiters?.settle(this.log)
     this.log.info({ responseTime: this.reply.elapsedTime, reason }, 'sse stream closed')
-  }
-
-  private runCloseFn (fn: () => void): void {
-    try {
-      fn()
-    } catch (err) {
-      this.log.error({ err }, 'fastify-sse-hub: an onClose callback threw')
-    }
   }
 }

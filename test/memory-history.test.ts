@@ -378,3 +378,18 @@ t.test('History: a channel with bounds of its own keeps them; other channels nei
   t.ok(expired.trimmed, 'past the channel\'s own ttl they are gone, and a resume from before them is told so')
   t.equal(h.events, 0)
 })
+
+t.test('History: a channel\'s own ttl counts from the topic\'s last event and drops the topic whole', async t => {
+  const h = new History(limits({ historyTtl: 100 }))
+  h.setChannel('gen', { limit: 1_000, ttl: 1_000, bytes: Number.MAX_SAFE_INTEGER })
+  const gen = (key: string, seq: number): HubEvent => ({ ...ev(key, seq), channel: 'gen' })
+  // A generation that runs for 5 s, an event every 100 ms: longer than its ttl.
+  let seq = 0
+  h.append(gen('gen/short', ++seq), 0)
+  for (let at = 0; at <= 5_000; at += 100) h.append(gen('gen/long', ++seq), at)
+  t.equal(h.after('gen/long', 0, 5_000).events.length, 51, 'while it runs, its first event is kept, 5 s old')
+  t.same(h.after('gen/short', 0, 5_000), { events: [], trimmed: true }, 'a generation idle for its ttl is gone whole, and a resume into it is told so')
+  t.equal(h.after('gen/long', 0, 5_999).events.length, 51, 'kept whole up to ttl after its last event')
+  t.same(h.after('gen/long', 0, 6_001), { events: [], trimmed: true }, 'then dropped whole')
+  t.equal(h.events, 0)
+})

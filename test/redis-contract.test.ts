@@ -26,7 +26,8 @@ if (skip !== false) {
     './disconnect.test.js',
     './client-caps.test.js',
     './initial-state.test.js',
-    './metrics.test.js'
+    './metrics.test.js',
+    './runs.test.js'
   ]
   for (const file of files) await import(file)
 }

@@ -244,7 +244,9 @@ t.test('a generation published in one turn goes out in a few writes per follower
   t.equal(await c.waitEnd(), 'end')
   t.equal(texts(c).length, 2_001)
   const writes = app.sse.stats().writes - before
-  t.ok(writes <= 20, `2,001 events reached the follower in ${writes} writes`)
+  // One write per turn: on memory the whole burst is one turn; on Redis the
+  // replies of a window of publishes arrive together (64 in flight).
+  t.ok(writes * 20 <= 2_001, `2,001 events reached the follower in ${writes} writes (at least 20 events a write)`)
 })
 
 t.test('per-channel history: a generation outlives the plugin-wide history bound; other channels keep theirs', async t => {

@@ -108,4 +108,24 @@ describe('production controls', () => {
     // @ts-expect-error Type 'number' is not assignable to type 'string'
     app.get('/t', (req, reply) => reply.sse({ tags: [1] }))
   })
+
+  test('run(): the producer yields the channel\'s events with their payloads', () => {
+    const app = Fastify()
+    const lobby = room.topic({ roomId: 'lobby' })
+    const run = app.sse.run(lobby, async function * (signal) {
+      expect(signal).type.toBe<AbortSignal>()
+      yield { event: 'typing' as const, data: { user: 'a' } }
+      yield { event: 'message' as const, data: { user: 'a', text: 'hi', at: 1 } }
+    })
+    expect(run.finished).type.toBe<Promise<import('../lib/index.js').RunOutcome>>()
+    expect(run.started).type.toBe<Promise<void>>()
+    expect(app.sse.cancel(lobby)).type.toBe<Promise<boolean>>()
+    // @ts-expect-error Type 'number' is not assignable to type 'string'
+    app.sse.run(lobby, async function * () { yield { event: 'typing' as const, data: { user: 1 } } })
+    // @ts-expect-error Type '"nope"' is not assignable
+    app.sse.run(lobby, function * () { yield { event: 'nope' as const, data: {} } })
+    app.get('/f', (req, reply) => reply.sse({ subscribe: [lobby], since: 'start', until: ['message'] }))
+    // @ts-expect-error Type '"begin"' is not assignable
+    app.get('/g', (req, reply) => reply.sse({ subscribe: [lobby], since: 'begin' }))
+  })
 })

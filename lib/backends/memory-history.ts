@@ -79,7 +79,15 @@ class Pool {
   readonly fifo = new Ring<Entry>()
   fifoDropped = 0
   bytes = 0
-  constructor (readonly limit: number, readonly ttl: number, readonly maxBytes: number, readonly shared: boolean) {}
+  /**
+   * A channel's own pool: its ttl counts from a topic's LAST event and drops
+   * the topic's history whole (a generation is kept while it runs and for
+   * ttl after its end); topics by their last event, oldest first.
+   */
+  readonly touched: Map<TopicLog, number> | null
+  constructor (readonly limit: number, readonly ttl: number, readonly maxBytes: number, readonly shared: boolean) {
+    this.touched = shared ? null : new Map()
+  }
 }
 
 class TopicLog {
@@ -146,6 +154,10 @@ export class History {
     if (!topic.subscribed && pool.shared) {
       this.idle.delete(topic.key)
       this.idle.set(topic.key, topic)
+    }
+    if (pool.touched !== null) {
+      pool.touched.delete(topic)
+      pool.touched.set(topic, now)
     }
     if (topic.entries.length > pool.limit) this.dropOldest(topic)
     while (pool.bytes > pool.maxBytes && this.evictFifoFront(pool)) continue
@@ -226,6 +238,15 @@ export class History {
       const pool = this.pools[i]
       if (pool.ttl === 0) continue
       const cutoff = now - pool.ttl
+      if (pool.touched !== null) {
+        for (const [topic, at] of pool.touched) {
+          if (at > cutoff) break
+          // Freed whole (its mark kept): a resume from inside it gets reset.
+          pool.touched.delete(topic)
+          while (topic.entries.length > 0) this.dropOldest(topic)
+        }
+        continue
+      }
       const fifo = pool.fifo
       for (;;) {
         // Entries already dropped by another bound go first: their age says nothing of the next live one.
@@ -275,6 +296,7 @@ export class History {
     }
     this.topics.delete(topic.key)
     this.idle.delete(topic.key)
+    topic.pool.touched?.delete(topic)
     this.count(topic.pool, -TOPIC_OVERHEAD)
     const b = bucket(topic.key)
     if (topic.trimmedUpTo > this.freedUpTo[b]) this.freedUpTo[b] = topic.trimmedUpTo

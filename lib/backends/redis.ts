@@ -14,156 +14,79 @@
  * Publishes are bounded in time and the subscriber connection is probed.
  * See docs/redis.md for the key and message formats and what each
  * deployment guarantees.
+ *
+ * Files: redis-options.ts (the options), redis-connection.ts (the
+ * connections, their supervision and the epoch), redis-scripts.ts (the Lua),
+ * redis-runs.ts (producer runs); this file is the data path.
  */
-import { Redis, type RedisOptions } from 'ioredis'
-import { mergeBySeq, type Backend, type BackendHost, type BackendStats, type HistoryLimits, type HistoryRead, type HubEvent } from '../backend.js'
+import type { Redis } from 'ioredis'
+import { mergeBySeq, type Backend, type BackendStats, type ChannelHistory, type HistoryLimits, type HistoryRead, type HubEvent } from '../backend.js'
 import { formatId, newEpoch } from '../ids.js'
-import { int } from '../options.js'
-import { defineScripts, type Scripts } from './redis-scripts.js'
-import {
-  FST_ERR_SSEHUB_BACKEND_TIMEOUT, FST_ERR_SSEHUB_BACKEND_UNAVAILABLE, FST_ERR_SSEHUB_OPTION_INVALID,
-  FST_ERR_SSEHUB_PUBLISH_NOT_REPLICATED, FST_ERR_SSEHUB_REDIS_UNREACHABLE
-} from '../errors.js'
+import type { Scripts } from './redis-scripts.js'
+import { RedisRuns } from './redis-runs.js'
+import { RedisConnection } from './redis-connection.js'
+import type { RedisBackendOptions } from './redis-options.js'
+import { FST_ERR_SSEHUB_BACKEND_TIMEOUT, FST_ERR_SSEHUB_BACKEND_UNAVAILABLE, FST_ERR_SSEHUB_PUBLISH_NOT_REPLICATED } from '../errors.js'
 
-/** Options of `redisBackend()`. */
-export interface RedisBackendOptions {
-  /**
-   * Where Redis is (`redis://`, `rediss://` for TLS, with user and password
-   * for ACLs). Ignored when `redis` is given.
-   * @default 'redis://127.0.0.1:6379'
-   */
-  url?: string
-  /**
-   * An ioredis client to use for commands instead of opening one. The plugin
-   * opens one more connection for subscriptions (`redis.duplicate()`), and
-   * closes only that one.
-   */
-  redis?: Redis
-  /** Extra ioredis options for the connections the plugin opens (TLS, Sentinel, timeouts). */
-  redisOptions?: RedisOptions
-  /**
-   * Prefix of every key and pub/sub channel, so several apps share a Redis.
-   * Letters, digits, `_ . : -`. Keys carry it as a hash tag (`{prefix}`).
-   * @default 'sse'
-   */
-  prefix?: string
-  /**
-   * The longest a publish waits for Redis (the script, and the replicas'
-   * acknowledgement under `durable`), in ms. Past it the publish is refused
-   * with `FST_ERR_SSEHUB_BACKEND_TIMEOUT` (503); the event may still be
-   * published once Redis answers. Also how long the subscriber connection
-   * may leave a liveness probe unanswered before the stall is reported.
-   * (History reads are not bounded by it; ioredis's own `commandTimeout`
-   * in `redisOptions` would bound every command.)
-   * @default 2000
-   */
-  commandTimeout?: number
-  /**
-   * How often the subscriber connection is probed (a `PING`, which Redis
-   * answers in subscribed mode), in ms. A probe unanswered for
-   * `commandTimeout` is a stall: `stats().backend.connected` turns false,
-   * one warning is logged, publishes are refused at once, and when Redis
-   * answers again every stream catches up from history. A stall is reported
-   * at most `probeInterval + commandTimeout` after it began. 0 turns probing off.
-   * @default 1000
-   */
-  probeInterval?: number
-  /**
-   * How long `register()` (the backend's start) waits for Redis, in ms,
-   * before failing with `FST_ERR_SSEHUB_REDIS_UNREACHABLE`, which names the
-   * address and the last connection error. Keep it under Fastify's
-   * `pluginTimeout` (10 s by default).
-   * @default 5000
-   */
-  startTimeout?: number
-  /**
-   * Durable publish: a publish resolves only once `replicas` replicas
-   * acknowledged it (Redis `WAIT`, at most `timeout` ms), else it is refused
-   * with `FST_ERR_SSEHUB_PUBLISH_NOT_REPLICATED` (503), although the event is
-   * stored on the primary and may have been delivered. With Sentinel, an
-   * acknowledged event survives the failover to any replica that
-   * acknowledged it. `timeout` must be below `commandTimeout`.
-   * @default undefined (a publish resolves once the primary ran it)
-   */
-  durable?: { replicas: number, timeout?: number }
-}
-
-const PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
-/** Reconnect backoff: 50 ms, 100 ms, ... up to 2 s, forever. */
-const retryStrategy = (attempt: number): number => Math.min(attempt * 50, 2_000)
-
-/** How many epochs an instance remembers having left: messages still in flight from them are dropped, never followed. */
-const RETIRED = 16
+export type { RedisBackendOptions } from './redis-options.js'
 
 /** The Redis backend; see the module note. */
-export class RedisBackend implements Backend {
-  epoch = ''
-  private host: BackendHost | null = null
-  private limits: HistoryLimits | null = null
-  private cmd: Redis | null = null
-  private sub: Redis | null = null
-  private readonly ownsCmd: boolean
-  private readonly prefix: string
-  private readonly keys: { epoch: string, seq: string, clock: string, clockLast: string, tops: string }
-  /** Pub/sub channel of a topic -> the promise of its SUBSCRIBE taking effect. */
-  private readonly topics = new Map<string, Promise<void>>()
-  /** Pattern of a channel's topics -> the promise of its PSUBSCRIBE taking effect. */
-  private readonly patterns = new Map<string, Promise<void>>()
-  /** The highest seq handed to the hub in this epoch: Redis sends in order, so anything at or below is a repeat. */
-  private lastDelivered = 0
-  /** The raw message of `lastDelivered`: a topic matched by a subscription and a pattern arrives twice, identical. */
-  private lastMessage = ''
-  /**
-   * The highest seq this instance published, delivered or read as the head
-   * in this epoch. Redis showing a lower one means it went backwards: those
-   * ids were handed out, so a new epoch starts.
-   */
-  private highest = 0
-  /** Epochs this instance left, newest last. */
-  private readonly retired: string[] = []
-  /** A compare-and-set epoch switch in flight, so one noticing starts one. */
-  private switching: Promise<void> | null = null
-  /** This process's id on the control channel, so it drops its own broadcasts. */
-  private readonly instance = newEpoch()
-  private readonly controlChannel: string
-  private down = false
-  private closing = false
-  /** The subscriber connection left a probe unanswered: Redis (or the connection) stalls. */
-  private stalled = false
-  private probeTimer: NodeJS.Timeout | null = null
-  /** When the unanswered probe was sent (0: none out). */
-  private probeSent = 0
-  /** The last connection error, named if start gives up. */
-  private lastError: Error | null = null
-  private readonly commandTimeout: number
-  private readonly probeInterval: number
-  private readonly startTimeout: number
-  private readonly durable: { replicas: number, timeout: number } | null
+export class RedisBackend extends RedisConnection implements Backend {
   /** The WAIT shared by the durable publishes of one turn. */
   private waitInTurn: Promise<number> | null = null
+  /** Channels with history bounds of their own. */
+  private readonly bounds = new Map<string, ChannelHistory>()
+  /** Producer runs across instances (redis-runs.ts). */
+  readonly runs: RedisRuns
 
-  constructor (private readonly options: RedisBackendOptions) {
-    const prefix = options.prefix ?? 'sse'
-    if (!PREFIX.test(prefix)) throw new FST_ERR_SSEHUB_OPTION_INVALID('prefix', 'must be 1 to 64 letters, digits, "_", ".", ":" or "-"')
-    this.prefix = prefix
-    this.ownsCmd = options.redis === undefined
-    const tag = `{${prefix}}`
-    this.keys = { epoch: `${tag}:epoch`, seq: `${tag}:seq`, clock: `${tag}:clock`, clockLast: `${tag}:clock-last`, tops: `${tag}:tops` }
-    this.controlChannel = `${prefix}:ctl`
-    this.commandTimeout = ms('commandTimeout', options.commandTimeout, 2_000, 1)
-    this.probeInterval = ms('probeInterval', options.probeInterval, 1_000, 0)
-    this.startTimeout = ms('startTimeout', options.startTimeout, 5_000, 1)
-    const durable = options.durable
-    if (durable === undefined) {
-      this.durable = null
-    } else {
-      if (durable === null || typeof durable !== 'object' || !Number.isSafeInteger(durable.replicas) || durable.replicas < 1) {
-        throw new FST_ERR_SSEHUB_OPTION_INVALID('durable', 'must be { replicas: a whole number >= 1, timeout?: ms }')
-      }
-      const timeout = ms('durable.timeout', durable.timeout, Math.min(500, this.commandTimeout - 1), 1)
-      if (timeout >= this.commandTimeout) throw new FST_ERR_SSEHUB_OPTION_INVALID('durable.timeout', `must be below commandTimeout (${this.commandTimeout} ms)`)
-      this.durable = { replicas: durable.replicas, timeout }
+  constructor (options: RedisBackendOptions) {
+    super(options)
+    const backend = this
+    const tag = `{${this.prefix}}`
+    this.runs = new RedisRuns({
+      get cmd () { return backend.cmd as (Redis & Scripts) | null },
+      get log () { return backend.host?.log ?? null },
+      runKeyHead: `${tag}:run:`,
+      leasesKey: `${tag}:leases`,
+      noticeChannel: this.noticeChannel,
+      keepMs: channel => Math.abs(this.boundsOf(channel).historyTtl),
+      publishRun: (script, keys, args, topic, event, data, channel) => this.publishBounded(script, keys, args, topic, event, data, channel)
+    }, this.runLease)
+  }
+
+  /** @internal */
+  protected started (): void {
+    this.runs.start()
+  }
+
+  /** @internal */
+  protected onNotice (message: string): void {
+    this.runs.notice(message)
+  }
+
+  channelHistory (channel: string, bounds: ChannelHistory): void {
+    this.bounds.set(channel, bounds)
+  }
+
+  /**
+   * The count and age bounds of `channel`'s topics: its own (a negative ttl
+   * tells the publish script the topic expires whole after its last event),
+   * else the plugin's.
+   */
+  private boundsOf (channel: string): { history: number, historyTtl: number } {
+    const own = this.bounds.get(channel)
+    if (own !== undefined) return { history: own.limit, historyTtl: -own.ttl }
+    return this.limits as HistoryLimits
+  }
+
+  /** The longest ttl of any channel (0 if one keeps events forever): how long topic marks must be kept. */
+  private markTtl (): number {
+    let ttl = (this.limits as HistoryLimits).historyTtl
+    for (const own of this.bounds.values()) {
+      if (ttl === 0 || own.ttl === 0) return 0
+      ttl = Math.max(ttl, own.ttl)
     }
+    return ttl
   }
 
   /** A topic's history stream in the current epoch: an old epoch's history can never be read as the new one's. */
@@ -176,205 +99,8 @@ export class RedisBackend implements Backend {
     return `${this.prefix}:m:${channel}|${topic}`
   }
 
-  /** The keys every epoch-starting script takes first. */
-  private epochKeys (): string[] {
-    const k = this.keys
-    return [k.epoch, k.seq, k.clock, k.clockLast, k.tops]
-  }
-
-  async start (host: BackendHost, limits: HistoryLimits): Promise<void> {
-    this.host = host
-    this.limits = limits
-    const connection: RedisOptions = {
-      retryStrategy,
-      // Fail fast while Redis is away: a publish is refused, never queued
-      // (a queued one could land after the app gave up on it), and never
-      // resent after a reconnect (it may already have run).
-      enableOfflineQueue: false,
-      autoResendUnfulfilledCommands: false,
-      maxRetriesPerRequest: 0,
-      // Publishes issued in the same tick go to Redis in one write, so Redis
-      // runs them together and sends their messages to every instance in one
-      // write too: subscribers get them in one event-loop turn, one socket
-      // write each, instead of one per publish.
-      enableAutoPipelining: true,
-      // No ioredis commandTimeout by default: a history read of a large
-      // replay may take longer than a publish may wait, and a timed-out read
-      // would cost the stream its catch-up. A publish has its own bound
-      // (publish()), which also covers a client passed in as `redis`.
-      ...this.options.redisOptions
-    }
-    const cmd = this.options.redis ?? new Redis(this.options.url ?? 'redis://127.0.0.1:6379', connection)
-    this.cmd = cmd
-    // Subscriptions are restored by hand after a reconnect, so the hub can
-    // catch up from history only once they are in effect. No command
-    // timeout here: a timed-out SUBSCRIBE would leave ioredis unsure what
-    // the connection follows; liveness is probed instead (probe()).
-    const sub = cmd.duplicate({ ...connection, autoResubscribe: false, enableOfflineQueue: true, enableAutoPipelining: false, commandTimeout: undefined })
-    this.sub = sub
-    const scripts = defineScripts(cmd)
-
-    for (const client of [cmd, sub]) {
-      client.on('error', (err: Error) => {
-        this.lastError = err
-        if (!this.down && !this.closing && this.epoch !== '') host.log.error({ err }, 'fastify-sse-hub: redis error')
-      })
-      client.on('close', () => this.lost())
-    }
-    sub.on('message', (channel: string, message: string) => {
-      if (channel === this.controlChannel) this.onControl(message)
-      else this.onMessage(message)
-    })
-    // A topic followed both exactly and by a channel-wide pattern arrives
-    // twice; onMessage drops the second by seq.
-    sub.on('pmessage', (_pattern: string, _channel: string, message: string) => this.onMessage(message))
-    sub.on('ready', () => { if (this.down) void this.recover() })
-    cmd.on('ready', () => { if (this.down) void this.recover() })
-
-    let timer: NodeJS.Timeout | undefined
-    const gaveUp = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new FST_ERR_SSEHUB_REDIS_UNREACHABLE(this.address(), this.startTimeout, this.lastError?.message ?? 'no answer')), this.startTimeout)
-    })
-    try {
-      await Promise.race([gaveUp, (async () => {
-        await Promise.all([ready(cmd), ready(sub)])
-        const [epoch, seq] = await scripts.sseInit(...this.epochKeys(), newEpoch())
-        this.epoch = epoch
-        // The head seen now: Redis later showing less went backwards.
-        this.highest = Math.max(seq, 0)
-        await sub.subscribe(this.controlChannel)
-      })()])
-    } catch (err) {
-      // Leave nothing reconnecting behind a failed register.
-      this.closing = true
-      sub.disconnect()
-      if (this.ownsCmd) cmd.disconnect()
-      throw err
-    } finally {
-      clearTimeout(timer)
-    }
-    void this.checkEviction()
-    if (this.probeInterval > 0) {
-      this.probeTimer = setInterval(() => this.probe(), this.probeInterval)
-      this.probeTimer.unref()
-    }
-  }
-
-  /** Where Redis is, for errors: the URL without its password, or the Sentinels and master name. */
-  private address (): string {
-    const o = { ...this.options.redis?.options, ...this.options.redisOptions }
-    if (Array.isArray(o.sentinels) && o.sentinels.length > 0) {
-      return `sentinels ${o.sentinels.map(s => `${s.host ?? '127.0.0.1'}:${s.port ?? 26379}`).join(',')} (master "${o.name ?? ''}")`
-    }
-    if (this.options.redis !== undefined) return `${o.host ?? '127.0.0.1'}:${o.port ?? 6379}`
-    try {
-      const url = new URL(this.options.url ?? 'redis://127.0.0.1:6379')
-      url.password = ''
-      url.username = ''
-      return url.toString()
-    } catch {
-      return 'the configured url'
-    }
-  }
-
-  /**
-   * Evicted keys cost resets (history) or a new epoch (ids); say so once at
-   * start. CONFIG may be refused (managed Redis, ACLs): then nothing is said.
-   */
-  private async checkEviction (): Promise<void> {
-    try {
-      const reply = await (this.cmd as Redis).config('GET', 'maxmemory-policy') as string[]
-      const policy = reply[1]
-      if (policy !== undefined && policy !== 'noeviction') {
-        this.host?.log.warn({ policy }, `fastify-sse-hub: Redis maxmemory-policy is "${policy}", not "noeviction": ` +
-          'evicted history costs subscribers a reset and an evicted epoch or seq key a new epoch (a reset of every stream); ' +
-          'set maxmemory-policy noeviction, or give Redis the room it needs (docs/redis.md, Eviction)')
-      }
-    } catch {}
-  }
-
-  private onControl (message: string): void {
-    const at = message.indexOf('\n')
-    if (at < 0 || message.slice(0, at) === this.instance) return
-    this.host?.control(message.slice(at + 1))
-  }
-
-  private lost (): void {
-    // Before start resolves, start() reports: no warnings, no recovery.
-    if (this.closing || this.down || this.epoch === '') return
-    this.down = true
-    this.stalled = false
-    this.host?.log.warn({ prefix: this.prefix }, 'fastify-sse-hub: redis connection lost; publishes are refused until it is back')
-  }
-
-  /** Both connections are back: check the epoch and the seq, restore subscriptions, then let the hub catch up. */
-  private async recover (): Promise<void> {
-    const cmd = this.cmd as Redis & Scripts
-    const sub = this.sub as Redis
-    if (cmd.status !== 'ready' || sub.status !== 'ready' || !this.down || this.closing) return
-    this.down = false
-    try {
-      const [epoch, seq] = await cmd.sseInit(...this.epochKeys(), newEpoch())
-      // A Redis that is behind what this instance saw (failover to a
-      // lagging replica, an older snapshot) would hand those ids out again.
-      if (epoch === this.epoch && seq < this.highest) await this.leave(epoch)
-      else if (epoch === this.epoch) this.highest = Math.max(this.highest, seq)
-      else await this.adopt(epoch)
-      await sub.subscribe(this.controlChannel, ...this.topics.keys())
-      if (this.patterns.size > 0) await sub.psubscribe(...this.patterns.keys())
-    } catch (err) {
-      // Lost again while recovering: the next 'ready' starts over.
-      this.down = true
-      this.host?.log.warn({ err }, 'fastify-sse-hub: redis recovery interrupted; retrying')
-      return
-    }
-    this.host?.log.info({ prefix: this.prefix }, 'fastify-sse-hub: redis connection recovered; streams catch up from history')
-    this.host?.interrupted()
-  }
-
-  /** Follows the epoch Redis is on; one this instance already left is left again, never followed back. */
-  private async adopt (epoch: string): Promise<void> {
-    if (epoch === this.epoch) return
-    if (this.retired.includes(epoch)) await this.leave(epoch)
-    else this.switchEpoch(epoch)
-  }
-
-  /**
-   * Redis is on `epoch` but its ids there can no longer be trusted: start a
-   * new epoch if Redis is still on it (compare-and-set, so the first
-   * instance to notice wins), and follow whatever epoch Redis is on then.
-   */
-  private leave (epoch: string): Promise<void> {
-    this.switching ??= (async () => {
-      try {
-        const now = await (this.cmd as Redis & Scripts).sseSwitch(...this.epochKeys(), epoch, newEpoch())
-        if (now !== this.epoch) this.switchEpoch(now)
-      } finally {
-        this.switching = null
-      }
-    })()
-    return this.switching
-  }
-
-  /**
-   * Redis has a new history (flushed, replaced, or behind what was seen):
-   * every stream is reset onto it, once per epoch, whatever number of
-   * publishes and messages in flight say so.
-   */
-  private switchEpoch (epoch: string): void {
-    if (epoch === this.epoch || this.retired.includes(epoch)) return
-    const old = this.epoch
-    this.retired.push(old)
-    if (this.retired.length > RETIRED) this.retired.shift()
-    this.epoch = epoch
-    this.lastDelivered = 0
-    this.lastMessage = ''
-    this.highest = 0
-    this.host?.log.warn({ from: old, to: epoch }, 'fastify-sse-hub: redis history was replaced (new epoch); streams get reset')
-    this.host?.epochChanged(old)
-  }
-
-  private onMessage (message: string): void {
+  /** @internal */
+  protected onMessage (message: string): void {
     // epoch \n seq \n topic \n channel \n event \n data (data is JSON: no raw LF)
     let at = 0
     const next = (): string => {
@@ -411,7 +137,13 @@ export class RedisBackend implements Backend {
     this.host?.deliver({ id: formatId(epoch, seq), seq, topic, channel, event, data })
   }
 
-  async publish (topic: string, event: string, data: string, payload: unknown, channel: string): Promise<HubEvent> {
+  publish (topic: string, event: string, data: string, _payload: unknown, channel: string): Promise<HubEvent> {
+    return this.publishBounded('ssePublish', [], [], topic, event, data, channel) as Promise<HubEvent>
+  }
+
+  /** A publish, or a run's publish or end (redis-runs.ts), bounded in time; null when a run's script found it fenced. */
+  private async publishBounded (script: 'ssePublish' | 'ssePublishRun' | 'sseEndRun', keys: string[], args: Array<string | number>,
+    topic: string, event: string, data: string, channel: string): Promise<HubEvent | null> {
     const cmd = this.cmd as Redis & Scripts
     // Only the command connection matters here: events published while the
     // subscriber connection is away are in history, and streams catch up.
@@ -424,21 +156,28 @@ export class RedisBackend implements Backend {
       timer = setTimeout(() => setImmediate(() => reject(new FST_ERR_SSEHUB_BACKEND_TIMEOUT(this.commandTimeout))), this.commandTimeout)
     })
     try {
-      return await Promise.race([timedOut, this.publishOnce(cmd, topic, event, data, payload, channel)])
+      return await Promise.race([timedOut, this.publishOnce(cmd, script, keys, args, topic, event, data, channel)])
     } finally {
       clearTimeout(timer)
     }
   }
 
-  private async publishOnce (cmd: Redis & Scripts, topic: string, event: string, data: string, payload: unknown, channel: string): Promise<HubEvent> {
-    const limits = this.limits as HistoryLimits
+  /**
+   * Runs a publishing script (a publish, or a run's publish or end, which
+   * take `keys` and `args` after a publish's own), switching epochs and
+   * retrying as Redis says; null when a run's script found it fenced.
+   */
+  private async publishOnce (cmd: Redis & Scripts, script: 'ssePublish' | 'ssePublishRun' | 'sseEndRun', keys: string[], args: Array<string | number>,
+    topic: string, event: string, data: string, channel: string): Promise<HubEvent | null> {
+    const bounds = this.boundsOf(channel)
     for (let attempt = 0; attempt < 3; attempt++) {
       let result: [number, string]
       let acked: Promise<number> | null = null
       try {
-        const run = cmd.ssePublish(
-          ...this.epochKeys(), this.topicKey(topic),
-          this.epoch, newEpoch(), event, data, channel, limits.history, limits.historyTtl, this.pubsubChannel(topic, channel), topic, this.highest)
+        const run = cmd[script](
+          ...this.epochKeys(), this.topicKey(topic), ...keys,
+          this.epoch, newEpoch(), event, data, channel, bounds.history, bounds.historyTtl, this.pubsubChannel(topic, channel), topic, this.highest,
+          this.markTtl(), ...args)
         // Issued after the script on the same connection: it covers it.
         if (this.durable !== null) acked = this.replicated(cmd)
         result = await run
@@ -447,6 +186,7 @@ export class RedisBackend implements Backend {
         throw uncertain(err as Error, this.commandTimeout)
       }
       const [seq, epoch] = result
+      if (seq < 0) return null
       if (seq > 0) {
         if (epoch === this.epoch && seq > this.highest) this.highest = seq
         if (acked !== null) await this.checkReplicated(acked)
@@ -484,71 +224,6 @@ export class RedisBackend implements Backend {
       throw uncertain(err as Error, this.commandTimeout)
     }
     if (count < durable.replicas) throw new FST_ERR_SSEHUB_PUBLISH_NOT_REPLICATED(count, durable.replicas, durable.timeout)
-  }
-
-  /**
-   * The liveness probe: a PING on the subscriber connection. Unanswered for
-   * `commandTimeout`, it is a stall (reported once). If the command
-   * connection still answers while the subscriber does not, that connection
-   * is wedged and is reconnected; when the probe is answered, every stream
-   * catches up from history.
-   */
-  private probe (): void {
-    const sub = this.sub as Redis
-    if (this.closing || this.down || sub.status !== 'ready') return
-    const now = Date.now()
-    if (this.probeSent !== 0) {
-      if (!this.stalled && now - this.probeSent >= this.commandTimeout) this.stall(now - this.probeSent)
-      if (this.stalled) this.checkWedged()
-      return
-    }
-    this.probeSent = now
-    const sent = now
-    const check = setTimeout(() => setImmediate(() => {
-      if (this.probeSent === sent && !this.stalled && !this.down && !this.closing) this.stall(Date.now() - sent)
-    }), this.commandTimeout)
-    check.unref()
-    sub.ping().then(() => {
-      clearTimeout(check)
-      if (this.probeSent !== sent) return
-      this.probeSent = 0
-      if (!this.stalled) return
-      this.stalled = false
-      if (this.down || this.closing) return
-      this.host?.log.info({ prefix: this.prefix, stalledMs: Date.now() - sent }, 'fastify-sse-hub: redis answers again; streams catch up from history')
-      this.host?.interrupted()
-    }, () => {
-      // The connection closed: lost() and recover() take it from here.
-      clearTimeout(check)
-      if (this.probeSent === sent) this.probeSent = 0
-    })
-  }
-
-  private stall (ms: number): void {
-    this.stalled = true
-    this.host?.log.warn({ prefix: this.prefix, ms }, 'fastify-sse-hub: redis stopped answering; publishes are refused and streams catch up once it answers')
-  }
-
-  private wedgeCheck = false
-  private checkWedged (): void {
-    if (this.wedgeCheck) return
-    this.wedgeCheck = true
-    const sent = this.probeSent
-    ;(this.cmd as Redis).ping().then(() => new Promise<void>(resolve => {
-      // Redis answers the command connection. If the subscriber connection
-      // still has not answered a while later (a paused or stopped Redis
-      // answers both at once), that connection is wedged (a half-open
-      // socket after a failover): a fresh one recovers, then streams catch up.
-      const later = setTimeout(() => {
-        if (this.probeSent === sent && this.stalled && !this.closing && !this.down) {
-          this.host?.log.warn({ prefix: this.prefix }, 'fastify-sse-hub: redis subscriber connection is wedged; reconnecting it')
-          this.probeSent = 0
-          ;(this.sub as Redis).disconnect(true)
-        }
-        resolve()
-      }, this.commandTimeout)
-      later.unref()
-    }), () => {}).finally(() => { this.wedgeCheck = false })
   }
 
   subscribe (topic: string, channel: string): Promise<void> {
@@ -597,7 +272,7 @@ export class RedisBackend implements Backend {
     const cmd = this.cmd as Redis & Scripts
     const epoch = this.epoch
     const keys = [this.keys.epoch, this.keys.seq, this.keys.clock, this.keys.tops, ...topics.map(t => this.topicKey(t))]
-    const reply = await cmd.sseRead(keys.length, ...keys, epoch, after, (this.limits as HistoryLimits).historyTtl, ...topics)
+    const reply = await cmd.sseRead(keys.length, ...keys, epoch, after, (this.limits as HistoryLimits).historyTtl, ...topics, this.markTtl())
     await (this.sub as Redis).ping()
     const status = reply[0]
     const head = Number(reply[1] ?? 0)
@@ -607,26 +282,31 @@ export class RedisBackend implements Backend {
     const lists: HubEvent[][] = []
     for (let i = 0; i < topics.length; i++) {
       const list: HubEvent[] = []
-      for (const [id, fields] of (reply[i + 2] as Array<[string, string[]]> | undefined) ?? []) list.push(this.entryToEvent(topics[i], id, fields, epoch, -Infinity) as HubEvent)
+      for (const [id, fields] of (reply[i + 2] as Array<[string, string[]]> | undefined) ?? []) list.push(this.entryToEvent(topics[i], id, fields, epoch, -Infinity, -Infinity) as HubEvent)
       lists.push(list)
     }
     return { head, events: mergeBySeq(lists), trimmed: false }
   }
 
-  /** A stream entry as an event; null if it is older than `oldest` (ms). */
-  private entryToEvent (topic: string, id: string, fields: string[], epoch: string, oldest: number): HubEvent | null {
+  /**
+   * A stream entry as an event; null once past its deadline (its channel's
+   * ttl, written with it; for an entry without one, older than `oldest` ms).
+   */
+  private entryToEvent (topic: string, id: string, fields: string[], epoch: string, oldest: number, now = Date.now()): HubEvent | null {
     const seq = Number(id.slice(0, id.indexOf('-')))
     let event = ''
     let data = ''
     let channel = ''
     let at = 0
+    let deadline = -1
     for (let i = 0; i < fields.length; i += 2) {
       if (fields[i] === 'e') event = fields[i + 1]
       else if (fields[i] === 'd') data = fields[i + 1]
       else if (fields[i] === 'c') channel = fields[i + 1]
       else if (fields[i] === 't') at = Number(fields[i + 1])
+      else if (fields[i] === 'x') deadline = Number(fields[i + 1])
     }
-    if (at <= oldest) return null
+    if (deadline < 0 ? at <= oldest : (deadline > 0 && deadline <= now)) return null
     return { id: formatId(epoch, seq), seq, topic, channel, event, data }
   }
 
@@ -688,31 +368,10 @@ export class RedisBackend implements Backend {
     return { kind: 'redis', connected, historyEvents: 0, historyBytes: 0, topics: this.topics.size }
   }
 
-  async close (): Promise<void> {
-    this.closing = true
-    if (this.probeTimer !== null) clearInterval(this.probeTimer)
-    await this.quit(this.sub)
-    if (this.ownsCmd) await this.quit(this.cmd)
+  override async close (): Promise<void> {
+    this.runs.stop()
+    await super.close()
   }
-
-  /** QUIT if Redis is there (bounded), then drop the socket: closing never waits on a Redis that is gone. */
-  private async quit (client: Redis | null): Promise<void> {
-    if (client === null) return
-    if (client.status === 'ready') {
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([
-        client.quit().catch(() => {}),
-        new Promise<void>(resolve => { timer = setTimeout(resolve, 1_000) })
-      ])
-      clearTimeout(timer)
-    }
-    client.disconnect()
-  }
-}
-
-/** A whole number of ms in range, or the default. */
-function ms (name: string, value: number | undefined, fallback: number, min: number): number {
-  return value === undefined ? fallback : int(name, value, min, 2 ** 31 - 1)
 }
 
 /** A publish that failed after it may have reached Redis: the caller must not assume nothing was published. */
@@ -720,11 +379,6 @@ function uncertain (err: Error, timeout: number): Error {
   if (String((err as { code?: string }).code).startsWith('FST_ERR_SSEHUB_')) return err
   if (err.message === 'Command timed out') return new FST_ERR_SSEHUB_BACKEND_TIMEOUT(timeout)
   return new FST_ERR_SSEHUB_BACKEND_UNAVAILABLE(err.message)
-}
-
-function ready (client: Redis): Promise<void> {
-  if (client.status === 'ready') return Promise.resolve()
-  return new Promise((resolve) => client.once('ready', () => resolve()))
 }
 
 /**
