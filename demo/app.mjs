@@ -1,7 +1,10 @@
 // The demo app: a page, a live price ticker, a chat room with a form that
-// publishes (validated by the channel's schema), and live stats() counts.
+// publishes (validated by the channel's schema), and live stats() counts; and
+// a second page (/generation) with simulated LLM generations: producer runs
+// that a page follows to their end, across reloads and in several tabs.
 // `buildDemo(options)` returns the app unstarted; demo/server.mjs listens.
 import { readFile } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import ssePlugin from '../dist/esm/index.js'
 import { demoChannels } from './channels.mjs'
@@ -12,6 +15,8 @@ const FILES = {
   '/': { file: here('public/index.html'), type: 'text/html; charset=utf-8' },
   '/app.js': { file: here('public/app.js'), type: 'text/javascript; charset=utf-8' },
   '/style.css': { file: here('public/style.css'), type: 'text/css; charset=utf-8' },
+  '/generation': { file: here('public/generation.html'), type: 'text/html; charset=utf-8' },
+  '/generation.js': { file: here('public/generation.js'), type: 'text/javascript; charset=utf-8' },
   // The page imports the built client: no bundler, no dependency.
   '/client.js': { file: here('../dist/esm/client.js'), type: 'text/javascript; charset=utf-8' }
 }
@@ -20,6 +25,44 @@ export const SYMBOLS = ['ACME', 'GLOBEX', 'INITECH', 'UMBRELLA', 'HOOLI', 'STARK
 const OPENING = [182.4, 64.15, 23.9, 311.0, 1210.5, 97.35]
 const ROOM_ID = { type: 'string', pattern: '^[A-Za-z0-9_-]{1,32}$' }
 const KEEP_MESSAGES = 50
+const GENERATION_ID = { type: 'string', pattern: '^[a-z0-9]{1,32}$' }
+const KEEP_GENERATIONS = 100
+
+// The simulated model's vocabulary: words split into "subword" tokens of 1 to 4 characters.
+const WORDS = ('Server-Sent Events stream text from the server to the page over one plain HTTP response . ' +
+  'Every token gets an id , so a reload continues exactly where it stopped : nothing missing , nothing twice . ' +
+  'A second tab follows the same generation from its start , and cancel stops the producer wherever it runs . ' +
+  'The hub keeps the whole generation while it runs and for a while after , then forgets it . ' +
+  'Naïve café déjà vu — ünïcödé 🙂 tokens travel as they are .').split(' ')
+
+/** A seeded PRNG (mulberry32): the same id always makes the same text. */
+function prng (seed) {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0
+    let x = a
+    x = Math.imul(x ^ (x >>> 15), x | 1)
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** `count` tokens of 1 to 4 characters (code points), deterministic for `id`. */
+export function simulatedTokens (id, count) {
+  let seed = 0
+  for (const c of id) seed = Math.imul(seed, 31) + c.codePointAt(0)
+  const random = prng(seed)
+  const out = []
+  while (out.length < count) {
+    const word = [...(out.length === 0 ? '' : ' ') + WORDS[Math.floor(random() * WORDS.length)]]
+    for (let i = 0; i < word.length && out.length < count;) {
+      const n = 1 + Math.floor(random() * 4)
+      out.push(word.slice(i, i + n).join(''))
+      i += n
+    }
+  }
+  return out
+}
 
 /**
  * Builds the demo app (not listening yet).
@@ -28,11 +71,14 @@ const KEEP_MESSAGES = 50
  * @param {string} [options.redisPrefix] key prefix on Redis (several demos can share one Redis).
  * @param {number} [options.tickMs=250] ticker period in ms (two symbols move per tick); 0 = no ticker.
  * @param {{ key: string | Buffer, cert: string | Buffer }} [options.http2] serve HTTP/2 over TLS (HTTP/1.1 still accepted).
+ * @param {object} [options.generation] the simulated generations: `tokens` per generation (300), `delayMs` [min, max] between
+ *   steps of 1 to 4 tokens ([20, 50]), `ttl` ms a finished generation stays followable (600000).
  * @param {object} [options.sse] more plugin options (retry, heartbeat, ...).
  * @param {object} [options.fastify] more Fastify options (logger, ...).
  */
 export async function buildDemo (options = {}) {
   const { redisUrl, redisPrefix, tickMs = 250, http2, sse = {}, fastify = {} } = options
+  const { tokens: tokenCount = 300, delayMs = [20, 50], ttl = 600_000 } = options.generation ?? {}
   const app = Fastify({
     logger: false,
     ...(http2 ? { http2: true, https: { key: http2.key, cert: http2.cert, allowHTTP1: true } } : {}),
@@ -52,9 +98,10 @@ export async function buildDemo (options = {}) {
     ...sse
   })
 
-  const { ticker, room } = demoChannels()
+  const { ticker, room, generation } = demoChannels({ ttl })
   app.sse.channel(ticker)
   app.sse.channel(room)
+  app.sse.channel(generation)
 
   // What a page fetches first (and again after a reset): the latest prices,
   // the room's recent messages, and the id of the last event they include,
@@ -143,6 +190,45 @@ export async function buildDemo (options = {}) {
 
   app.get('/api/stats', async () => app.sse.stats())
 
-  app.decorate('demo', { ticker, room, tick, prices, messages })
+  // ---- simulated LLM generations -------------------------------------------
+  // A generation is a producer run: it outlives the page that started it,
+  // every token is published (validated, with an id) to `generations/:id`,
+  // and it always ends with the hub's `end` event (after `done`).
+  const generations = new Map() // id -> { id, tokens, run, yielded, aborted }
+  app.post('/api/generations', async (request, reply) => {
+    const id = Math.random().toString(36).slice(2, 10) + Date.now().toString(36).slice(-4)
+    const tokens = simulatedTokens(id, tokenCount)
+    const record = { id, tokens, run: null, yielded: 0, aborted: false }
+    record.run = app.sse.run(generation.topic({ id }), async function * (signal) {
+      signal.addEventListener('abort', () => { record.aborted = true })
+      const random = prng(tokens.length)
+      let i = 0
+      while (i < tokens.length) {
+        // A few tokens at a time, every 20 to 50 ms, as a model streams them.
+        for (let k = 1 + Math.floor(random() * 4); k > 0 && i < tokens.length; k--) {
+          record.yielded++
+          yield { event: 'token', data: { text: tokens[i++] } }
+        }
+        await sleep(delayMs[0] + random() * (delayMs[1] - delayMs[0]), undefined, { signal }).catch(() => {})
+        if (signal.aborted) return
+      }
+      yield { event: 'done', data: { reason: 'stop' } }
+    })
+    generations.set(id, record)
+    if (generations.size > KEEP_GENERATIONS) generations.delete(generations.keys().next().value)
+    // Followers that come before the first token find the run running, not a 404.
+    await record.run.started
+    reply.code(201)
+    return { id, tokens: tokens.length }
+  })
+
+  const byId = { schema: { params: { type: 'object', properties: { id: GENERATION_ID }, required: ['id'] } } }
+  app.get('/api/generations/:id/stream', byId, (request, reply) => {
+    reply.sse({ subscribe: [generation.topic({ id: request.params.id })], since: 'start', until: 'done' })
+  })
+  app.post('/api/generations/:id/cancel', byId, async (request) =>
+    ({ cancelled: await app.sse.cancel(generation.topic({ id: request.params.id })) }))
+
+  app.decorate('demo', { ticker, room, generation, generations, tick, prices, messages })
   return app
 }

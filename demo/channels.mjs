@@ -28,10 +28,18 @@ export const Message = Type.Object({
   at: Type.Number()
 })
 
-/** A fresh `{ ticker, room }`: a live price ticker, and chat rooms (`rooms/:roomId`). */
-export function demoChannels () {
+export const Token = Type.Object({ text: Type.String({ maxLength: 64 }) })
+export const Done = Type.Object({ reason: Type.String() })
+
+/**
+ * A fresh `{ ticker, room, generation }`: a live price ticker, chat rooms
+ * (`rooms/:roomId`), and simulated LLM generations (`generations/:id`), each
+ * kept whole while it runs and for `ttl` ms after (10 minutes by default).
+ */
+export function demoChannels ({ ttl = 600_000 } = {}) {
   return {
     ticker: defineChannel('ticker', { events: { price: Price, halt: Halt } }),
-    room: defineChannel('rooms/:roomId', { events: { message: Message } })
+    room: defineChannel('rooms/:roomId', { events: { message: Message } }),
+    generation: defineChannel('generations/:id', { events: { token: Token, done: Done }, history: { limit: 10_000, ttl } })
   }
 }

@@ -190,6 +190,8 @@ export interface RunStore {
   end: (topic: string, token: string | null, event: string, data: string, channel: string) => Promise<HubEvent | null>
   /** Whether a run on `topic` is running, has ended (and its record is still kept), or is unknown. */
   state: (topic: string) => Promise<'running' | 'ended' | null>
+  /** The seq of the first event of the last run on `topic` (0: none yet, or no record). */
+  first: (topic: string) => Promise<number>
   /**
    * Set by the hub: the backend calls it when a run owned by this process
    * was ended by another (`cancelled`), or lost its lease (`lost`), so its

@@ -18,153 +18,13 @@
  * }, { onReset: () => refetchPrices() })
  * ```
  */
-import type { Schema as TSchema, Static } from './types.js'
+import type {
+  ResetReason, ConnectionState, ChannelLike, ClientEventMeta, EventHandlers, ResetInfo, EventSourceLike, EventSourceConstructor, SubscribeOptions, Subscription, FollowEnd, StorageLike, FollowOptions, FetchInitLike, Follow
+} from './client-types.js'
 
-/** Why the hub could not replay what a client missed; the same as the server's `ResetReason`. */
-export type ResetReason = 'unknown' | 'trimmed' | 'epoch'
-
-/** The connection, as the page sees it: `connecting` (or reconnecting), `open`, or `closed` for good. */
-export type ConnectionState = 'connecting' | 'open' | 'closed'
-
-/**
- * Anything that carries a channel's event map: a channel (`typeof ticker`),
- * or a topic of a templated one (`ReturnType<typeof room.topic>`).
- */
-export type ChannelLike =
-  | { readonly events: Record<string, TSchema> }
-  | { readonly channel: { readonly events: Record<string, TSchema> } }
-
-/** The event map of a channel or topic type. */
-export type EventsOf<C> =
-  C extends { readonly events: infer E } ? E
-    : C extends { readonly channel: { readonly events: infer E } } ? E
-      : never
-
-/** The event names of `C`; of every member when `C` is a union (a stream that follows several channels). */
-export type EventNames<C> = C extends unknown ? keyof EventsOf<C> & string : never
-
-/** The payload type of `event` on `C`, as `Static<schema>`; a union where several channels of `C` declare it. */
-export type EventData<C, K extends string> =
-  C extends unknown
-    ? EventsOf<C> extends infer E
-      ? K extends keyof E ? (E[K] extends TSchema ? Static<E[K]> : never) : never
-      : never
-    : never
-
-/** What a client handler learns about an event besides its payload. */
-export interface ClientEventMeta<K extends string = string> {
-  /** The hub id of the event (`<epoch>-<seq>`): what a later resume starts after. */
-  id: string
-  /** The event name. */
-  event: K
-}
-
-/**
- * One handler per event of `C`, each typed from its schema. All optional.
- * Without a channel type (`C` = never) no handler is accepted: pass one,
- * as in `subscribe<typeof ticker>(...)`.
- */
-export type EventHandlers<C> = [C] extends [never]
-  ? { readonly [event: string]: never }
-  : { [K in EventNames<C>]?: (data: EventData<C, K>, meta: ClientEventMeta<K>) => void }
-
-/** What `onReset` is told: the hub could not replay the gap, so state should be fetched anew. */
-export interface ResetInfo {
-  /** The id the client asked to resume from (as the hub received it, at most 64 characters). */
-  lastEventId: string
-  /** Why the gap could not be replayed: `epoch` (the hub restarted with no history), `trimmed` or `unknown`. */
-  reason: ResetReason
-  /** The hub's head id at the reset: the stream goes on with the events published after it. */
-  id: string
-}
-
-/** The part of an `EventSource` this client uses; the browser's and the `eventsource` package's both fit. */
-export interface EventSourceLike {
-  readonly readyState: number
-  readonly url: string
-  addEventListener: (type: string, listener: (event: any) => void) => void
-  removeEventListener: (type: string, listener: (event: any) => void) => void
-  close: () => void
-}
-
-/** An `EventSource` constructor: the browser's global, or one from a package in Node. */
-export type EventSourceConstructor = new (url: string, init?: any) => EventSourceLike
-
-/** Options of {@link subscribe}. */
-export interface SubscribeOptions {
-  /**
-   * Resume after this id (one kept from an earlier session, e.g. with state
-   * stored alongside it): sent as the `lastEventId` query parameter. Once
-   * the stream has delivered events, reconnections send their own
-   * `Last-Event-ID` header, which the hub prefers.
-   */
-  lastEventId?: string
-  /**
-   * Called when the hub says it cannot replay what was missed (`event: reset`):
-   * the app should fetch its state again. Live events follow.
-   */
-  onReset?: (info: ResetInfo) => void
-  /** Called on every change of {@link Subscription.state}. */
-  onStateChange?: (state: ConnectionState, previous: ConnectionState) => void
-  /**
-   * Called when an event's data is not JSON, or a handler (or `onReset`)
-   * throws. Without it, such an error is thrown again outside the stream's
-   * dispatch, as an uncaught listener error would be.
-   */
-  onError?: (error: Error, meta: { event: string, id: string }) => void
-  /** The `EventSource` constructor to use. @default globalThis.EventSource (browsers; Node >= 20 needs one passed in) */
-  EventSource?: EventSourceConstructor
-  /** Sends cookies on cross-origin streams (the EventSource `withCredentials` flag). @default false */
-  withCredentials?: boolean
-  /** More options for the EventSource constructor, e.g. `{ fetch }` for the `eventsource` package. */
-  eventSourceInit?: Record<string, unknown>
-  /**
-   * What to do when the EventSource gives up for good (`readyState` CLOSED):
-   * on any non-200 answer, such as a proxy's `502` while the app restarts,
-   * and in some engines on a network error. By default the client opens a
-   * new EventSource after a jittered, capped backoff (`delay` ms doubled
-   * per failed attempt up to `maxDelay`, each wait a random 50 to 100 % of
-   * that), resuming after its `lastEventId` (sent as the `lastEventId`
-   * query parameter), so nothing is lost; the count starts again once a
-   * stream opens. `false`: give up as the EventSource does (`state` becomes
-   * `closed`).
-   * @default { delay: 1000, maxDelay: 30000 }
-   */
-  reconnect?: false | ReconnectOptions
-}
-
-/** Backoff of {@link SubscribeOptions.reconnect}. */
-export interface ReconnectOptions {
-  /** The first wait, in ms, before a new EventSource is opened. @default 1000 */
-  delay?: number
-  /** The longest wait, in ms. @default 30000 */
-  maxDelay?: number
-}
-
-/** A running subscription. */
-export interface Subscription {
-  /**
-   * The URL the current EventSource was opened with (including the
-   * `lastEventId` parameter: the option's, or after a reconnection by the
-   * client, the id it resumed from).
-   */
-  readonly url: string
-  /**
-   * `connecting` (also between reconnections, and while the client waits to
-   * open a new EventSource), `open`, or `closed` (by `close()`, or given up
-   * by the EventSource when `reconnect` is `false`).
-   */
-  readonly state: ConnectionState
-  /**
-   * The id of the last event received (a handled one, the stream's head, or
-   * the last reset), else the `lastEventId` option; `undefined` before either.
-   */
-  readonly lastEventId: string | undefined
-  /** The current EventSource (a new one after each reconnection by the client). */
-  readonly source: EventSourceLike
-  /** Closes the stream for good: no handler is called after it. Safe to call twice. */
-  close: () => void
-}
+export type {
+  ResetReason, ConnectionState, ChannelLike, EventsOf, EventNames, EventData, ClientEventMeta, EventHandlers, ResetInfo, EventSourceLike, EventSourceConstructor, SubscribeOptions, ReconnectOptions, Subscription, RunEndReason, FollowEnd, StorageLike, FollowOptions, FetchInitLike, FetchResponseLike, Follow
+} from './client-types.js'
 
 interface MessageLike {
   data?: unknown
@@ -211,6 +71,25 @@ export function subscribe<C extends ChannelLike = never> (
   url: string | URL,
   handlers: EventHandlers<C>,
   options: SubscribeOptions = {}
+): Subscription {
+  return open(url, handlers as Record<string, unknown>, options, null)
+}
+
+/** What {@link follow} adds to a subscription's machinery. */
+interface Hooks {
+  /** Events handled here besides the channel's handlers (the hub's `end`). */
+  extra: Array<[string, (data: unknown, id: string) => void]>
+  /** An event with an id was handled (and the subscription is still open). */
+  seen: (id: string) => void
+  /** The EventSource gave up for good: find out why; `retry()` opens a new one after the backoff. */
+  gaveUp: (retry: () => void) => void
+}
+
+function open (
+  url: string | URL,
+  handlers: Record<string, unknown>,
+  options: SubscribeOptions,
+  hooks: Hooks | null
 ): Subscription {
   if (handlers === null || typeof handlers !== 'object') throw new TypeError('fastify-sse-hub/client: handlers must be an object of event name -> function')
   const Ctor: EventSourceConstructor | undefined = options.EventSource ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource
@@ -282,6 +161,8 @@ export function subscribe<C extends ChannelLike = never> (
     } catch (err) {
       fail(err, name, id)
     }
+    // After the handler, in the same task: a page that stores what it rendered there stores it with this id.
+    if (!closed && id !== '') hooks?.seen(id)
   }
 
   const detach = (): void => {
@@ -314,12 +195,17 @@ export function subscribe<C extends ChannelLike = never> (
     for (const [name, handler] of table) {
       on(name, ev => dispatch(name, ev, (data, id) => { handler(data, { id, event: name }) }))
     }
+    for (const [name, handler] of hooks?.extra ?? []) on(name, ev => dispatch(name, ev, handler))
     on('reset', ev => dispatch('reset', ev, (data, id) => {
       const info = (data ?? {}) as Partial<ResetInfo>
       options.onReset?.({ lastEventId: String(info.lastEventId ?? ''), reason: info.reason as ResetReason, id })
     }))
     // Nobody handles it, but its id is where a resume of a quiet stream starts.
-    on(HEAD_EVENT, ev => { if (!closed && typeof ev.lastEventId === 'string' && ev.lastEventId !== '') lastEventId = ev.lastEventId })
+    on(HEAD_EVENT, ev => {
+      if (closed || typeof ev.lastEventId !== 'string' || ev.lastEventId === '') return
+      lastEventId = ev.lastEventId
+      hooks?.seen(lastEventId)
+    })
     on('open', () => {
       if (closed) return
       attempts = 0
@@ -329,6 +215,10 @@ export function subscribe<C extends ChannelLike = never> (
       if (closed) return
       if (source.readyState !== CLOSED) {
         setState('connecting')
+      } else if (hooks !== null) {
+        setState('connecting')
+        detach()
+        hooks.gaveUp(retryLater)
       } else if (reconnect === null) {
         setState('closed')
       } else {
@@ -351,6 +241,165 @@ export function subscribe<C extends ChannelLike = never> (
       timer = undefined
       detach()
       setState('closed')
+    }
+  }
+}
+
+/**
+ * Why a follow failed. `code` is the hub's code where the server sent one
+ * (`FST_ERR_SSEHUB_STREAM_NOT_FOUND` for a 404, `FST_ERR_SSEHUB_FORBIDDEN`
+ * for a 403), else `FST_ERR_SSEHUB_CLIENT_HTTP` (another answer),
+ * `FST_ERR_SSEHUB_CLIENT_NETWORK` or `FST_ERR_SSEHUB_CLIENT_CLOSED`.
+ */
+export class FollowError extends Error {
+  /** The HTTP status, or null (network, closed). */
+  readonly status: number | null
+  readonly code: string
+  /** The server's JSON answer, if it sent one. */
+  readonly body: unknown
+  constructor (message: string, code: string, status: number | null = null, body: unknown = undefined) {
+    super(`fastify-sse-hub/client: ${message}`)
+    this.name = 'FollowError'
+    this.code = code
+    this.status = status
+    this.body = body
+  }
+}
+
+const noop = (): void => {}
+
+/**
+ * Follows a generation (a run's topic, served by a route with
+ * `reply.sse({ subscribe: [topic], since: 'start', until })`) to its end:
+ * `handlers` get every event as with {@link subscribe}, and `finished`
+ * resolves on the terminal event (one of `options.until`, or the hub's
+ * `end`), after which the EventSource is closed. With `storageKey`, the last
+ * id is kept in `sessionStorage` (or `options.storage`), so a reload
+ * resumes exactly after it, and removed at the end. A `204` (the client
+ * already had the end) resolves with `event: null`; a `404` (no such
+ * generation, or expired) rejects with `FST_ERR_SSEHUB_STREAM_NOT_FOUND`.
+ */
+export function follow<C extends ChannelLike = never> (
+  url: string | URL,
+  handlers: EventHandlers<C>,
+  options: FollowOptions<C> = {}
+): Follow<C> {
+  if (handlers === null || typeof handlers !== 'object') throw new TypeError('fastify-sse-hub/client: handlers must be an object of event name -> function')
+  const until = new Set<string>(['end'])
+  const given: unknown = options.until
+  for (const name of (Array.isArray(given) ? given : given === undefined ? [] : [given]) as unknown[]) {
+    if (typeof name !== 'string' || name === '') throw new TypeError('fastify-sse-hub/client: options.until must be an event name or an array of them')
+    until.add(name)
+  }
+  let store: StorageLike | null = null
+  const key = options.storageKey
+  if (key !== undefined) {
+    if (typeof key !== 'string' || key === '') throw new TypeError('fastify-sse-hub/client: options.storageKey must be a non-empty string')
+    store = options.storage ?? (globalThis as { sessionStorage?: StorageLike }).sessionStorage ?? null
+    if (store === null) throw new TypeError('fastify-sse-hub/client: no sessionStorage here; pass options.storage (anything with getItem, setItem, removeItem)')
+  }
+  const fetchFn = (options.fetch ?? options.eventSourceInit?.fetch ?? (globalThis as { fetch?: unknown }).fetch) as FollowOptions['fetch']
+  if (typeof fetchFn !== 'function') throw new TypeError('fastify-sse-hub/client: no fetch here; pass options.fetch')
+
+  const stored = (): string | undefined => {
+    try {
+      const id = store?.getItem(key as string)
+      return typeof id === 'string' && id !== '' ? id : undefined
+    } catch {
+      return undefined
+    }
+  }
+  // Storage can refuse (quota, privacy modes): the follow goes on, only a reload would start over.
+  const write = (id: string | null): void => {
+    if (store === null) return
+    try {
+      if (id === null) store.removeItem(key as string)
+      else store.setItem(key as string, id)
+    } catch {}
+  }
+  const resumedFrom = options.lastEventId !== undefined && options.lastEventId !== '' ? options.lastEventId : stored()
+
+  let settled = false
+  let succeed!: (end: FollowEnd<C>) => void
+  let reject!: (err: FollowError) => void
+  const finished = new Promise<FollowEnd<C>>((resolve, _reject) => { succeed = resolve; reject = _reject })
+  let sub: Subscription | null = null
+  let probing: AbortController | null = null
+  const settle = (clear: boolean): boolean => {
+    if (settled) return false
+    settled = true
+    probing?.abort()
+    sub?.close()
+    if (clear) write(null)
+    return true
+  }
+  const end = (value: unknown): void => { if (settle(true)) succeed(value as FollowEnd<C>) }
+  const fail = (err: FollowError, clear: boolean): void => { if (settle(clear)) reject(err) }
+
+  const table: Record<string, unknown> = { ...handlers }
+  for (const name of until) {
+    if (name === 'end') continue
+    const own = table[name]
+    if (own !== undefined && typeof own !== 'function') throw new TypeError(`fastify-sse-hub/client: the handler of "${name}" must be a function`)
+    table[name] = (data: unknown, meta: ClientEventMeta) => {
+      try {
+        if (typeof own === 'function') own(data, meta)
+      } finally {
+        end({ event: name, data, id: meta.id })
+      }
+    }
+  }
+  const reconnect = options.reconnect !== false
+
+  /** The EventSource gave up: ask the server what it answers now. */
+  const gaveUp = (retry: () => void): void => {
+    if (settled) return
+    const ac = probing = new AbortController()
+    const id = sub?.lastEventId ?? resumedFrom
+    const href = id === undefined ? String(url) : withLastEventId(String(url), id)
+    const init: FetchInitLike = {
+      headers: { accept: 'text/event-stream' },
+      signal: ac.signal,
+      credentials: options.withCredentials === true ? 'include' : 'same-origin'
+    }
+    const again = (err: FollowError): void => {
+      if (reconnect) retry()
+      else fail(err, false)
+    }
+    fetchFn(href, init).then(async res => {
+      const status = res.status
+      let body: unknown
+      if (status === 200) await res.body?.cancel().catch(noop)
+      else body = await res.json().catch(() => undefined)
+      if (settled || ac.signal.aborted) return
+      const code = typeof (body as { code?: unknown } | undefined)?.code === 'string' ? (body as { code: string }).code : 'FST_ERR_SSEHUB_CLIENT_HTTP'
+      if (status === 204) end({ event: null, data: null, id: id ?? null })
+      else if (status === 404) fail(new FollowError(`nothing to follow at ${href} (404: no such generation, or its history expired)`, code, status, body), true)
+      else if (status >= 400 && status < 500 && status !== 408 && status !== 429) fail(new FollowError(`${href} answered ${status}`, code, status, body), false)
+      else again(new FollowError(`${href} answered ${status}`, code, status, body))
+    }, err => {
+      if (settled || ac.signal.aborted) return
+      again(new FollowError(`${href} is unreachable (${toError(err).message})`, 'FST_ERR_SSEHUB_CLIENT_NETWORK'))
+    })
+  }
+
+  sub = open(url, table, { ...options, lastEventId: resumedFrom }, {
+    extra: [['end', (data, id) => end({ event: 'end', data, id })]],
+    seen: id => { if (!settled) write(id) },
+    gaveUp
+  })
+  const current = sub
+  return {
+    finished,
+    resumedFrom,
+    get state () { return current.state },
+    get lastEventId () { return current.lastEventId },
+    get url () { return current.url },
+    close () {
+      if (settled) return
+      // Whoever closes it expects this rejection: not an unhandled one.
+      finished.catch(noop)
+      fail(new FollowError('the follow was closed before the end', 'FST_ERR_SSEHUB_CLIENT_CLOSED'), false)
     }
   }
 }

@@ -110,3 +110,41 @@ t.test('benchmark quick mode, targeted case: each subscriber gets exactly its to
     }
   }
 })
+
+// benchmark/generation.mjs (issue 16) at a small scale: 500 tokens to 20
+// followers, the hub's follow and a plain reply.sse(iterable). Counts, not
+// speed: every follower's text exact, one write per turn of tokens (far fewer
+// writes than tokens), CPU and writes measured.
+t.test('benchmark generation: every follower gets the exact text, in far fewer writes than tokens', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sse-hub-bench-gen-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const out = join(dir, 'generation.jsonl')
+  const tokens = 500
+  const child = spawn(process.execPath, [
+    join(root, 'benchmark/generation.mjs'), '--tokens', String(tokens), '--followers', '20', '--json', out
+  ], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let log = ''
+  child.stdout.setEncoding('utf8').on('data', (s: string) => { log += s })
+  child.stderr.setEncoding('utf8').on('data', (s: string) => { log += s })
+  const code = await new Promise<number | string>((resolve) => {
+    const timer = setTimeout(() => { child.kill('SIGKILL') }, 40_000)
+    child.once('exit', (c, sig) => { clearTimeout(timer); resolve(c ?? String(sig)) })
+  })
+  t.equal(code, 0, `generation.mjs exits 0\n${log}`)
+  if (!existsSync(out)) return t.fail('results file written')
+  const rows = readFileSync(out, 'utf8').split('\n').filter(Boolean).map(l => JSON.parse(l))
+  for (const followers of [20]) {
+    for (const mode of ['hub', 'plain']) {
+      const r = rows.find(x => x.mode === mode && x.followers === followers)
+      const what = `${mode} N=${followers}`
+      t.ok(r !== undefined, `${what}: measured`)
+      if (r === undefined) continue
+      t.same(r.fails, [], `${what}: every follower's text exact, then done, then the end of the response`)
+      t.equal(r.tokensPerFollower, tokens, `${what}: ${tokens} tokens each`)
+      // 1, 2, 3, 4 tokens per turn: 200 turns of 500 tokens, one write each (and the head's).
+      t.ok(r.writesPerFollower > 0 && r.writesPerFollower <= tokens / 2 + 5, `${what}: ${r.writesPerFollower} writes per follower for ${tokens} tokens`)
+      t.ok(r.cpuUsPerToken > 0 && r.ms > 0, `${what}: server CPU per token measured (${r.cpuUsPerToken})`)
+    }
+  }
+  t.match(log, /\| 20 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|/, 'the summary table has the hub / plain ratio')
+})

@@ -56,9 +56,10 @@ t.test('package.json "exports" has ./client, shaped like ./redis', async t => {
     t.ok(existsSync(new URL(target as string, root)), `${target as string} is built`)
   }
   const esm = await import('fastify-sse-hub/client')
-  t.same(Object.keys(esm), ['subscribe'], 'import: one export, subscribe')
+  t.same(Object.keys(esm).sort(), ['FollowError', 'follow', 'subscribe'], 'import: subscribe, follow and FollowError')
   const cjs = createRequire(import.meta.url)('fastify-sse-hub/client')
   t.equal(typeof cjs.subscribe, 'function', 'require works too')
+  t.equal(typeof cjs.follow, 'function')
 })
 
 t.test('it runs in a bare context with only an EventSource: no Node or DOM globals needed beyond it', async t => {
@@ -68,7 +69,7 @@ t.test('it runs in a bare context with only an EventSource: no Node or DOM globa
   class FakeEventSource {
     readyState = 0
     listeners = new Map<string, Array<(e: unknown) => void>>()
-    constructor (readonly url: string) { calls.push(`new ${url}`) }
+    constructor (readonly url: string) { calls.push(`new ${url}`); (context as { lastSource?: unknown }).lastSource = this }
     addEventListener (type: string, fn: (e: unknown) => void): void { this.listeners.set(type, [...(this.listeners.get(type) ?? []), fn]) }
     removeEventListener (type: string, fn: (e: unknown) => void): void { this.listeners.set(type, (this.listeners.get(type) ?? []).filter(f => f !== fn)) }
     close (): void { this.readyState = 2; calls.push('close') }
@@ -93,6 +94,30 @@ t.test('it runs in a bare context with only an EventSource: no Node or DOM globa
     last: '1-3'
   })
   t.same(calls, ['new /s?room=a&lastEventId=1-2#top', 'close'])
+
+  // follow(): the stored id resumes, the terminal event resolves, closes and clears; no fetch is needed on that path.
+  calls.length = 0
+  vm.runInContext(`
+    const store = new Map([['k', '1-5']])
+    const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v), removeItem: (k) => store.delete(k) }
+    const texts = []
+    const f = follow('/g', { token: (d) => texts.push(d.text) }, { until: 'done', storageKey: 'k', storage, fetch: () => { throw new Error('no probe') } })
+    const es = globalThis.lastSource
+    es.emit('token', { data: '{"text":"a"}', lastEventId: '1-6' })
+    const mid = store.get('k')
+    es.emit('done', { data: '{"reason":"stop"}', lastEventId: '1-7' })
+    f.finished.then(end => { globalThis.followed = { end, texts, mid, stored: store.get('k') ?? null, state: f.state, from: f.resumedFrom } })
+  `, context)
+  await new Promise(resolve => setImmediate(resolve))
+  t.same(JSON.parse(JSON.stringify(context.followed)), {
+    end: { event: 'done', data: { reason: 'stop' }, id: '1-7' },
+    texts: ['a'],
+    mid: '1-6',
+    stored: null,
+    state: 'closed',
+    from: '1-5'
+  })
+  t.same(calls, ['new /g?lastEventId=1-5', 'close'])
 })
 
 t.test('the main entry never loads ioredis (an optional peer: only fastify-sse-hub/redis needs it)', async t => {
@@ -110,9 +135,9 @@ t.test('the main entry never loads ioredis (an optional peer: only fastify-sse-h
     }
     visit('index.js')
     t.ok(seen.size >= 8, `${dir}: the scan followed the entry's own files (${seen.size})`)
-    t.notOk(seen.has('backends/redis.js') || seen.has('redis.js'), `${dir}: the Redis backend is not reached`)
+    t.notOk([...seen].some(f => f === 'redis.js' || f.startsWith('backends/redis')), `${dir}: the Redis backend is not reached`)
     t.notOk([...external].some(s => s === 'ioredis' || s.startsWith('ioredis/')), `${dir}: no ioredis among ${[...external].sort().join(', ')}`)
   }
   // And the Redis entry does load it (so the scan can see it).
-  t.ok(specifiers(read('dist/esm/backends/redis.js')).includes('ioredis'))
+  t.ok(specifiers(read('dist/esm/backends/redis-connection.js')).includes('ioredis'))
 })

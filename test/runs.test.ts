@@ -278,3 +278,29 @@ t.test('until names events of the followed channels; since takes \'start\'', asy
   t.throws(() => app.sse.channel('k', { events, history: { limit: -1 } }), { code: 'FST_ERR_SSEHUB_CHANNEL_INVALID' })
   t.throws(() => app.sse.channel('k2', { events, history: { maxAge: 5 } as any }), { code: 'FST_ERR_SSEHUB_CHANNEL_INVALID' })
 })
+
+t.test('a follow from the start of a run whose first events history dropped gets reset first, then the rest', async t => {
+  let short: any
+  const { app, url } = await makeApp(t, app => {
+    short = app.sse.channel('short/:id', { events, history: { limit: 10 } })
+    app.get<{ Params: { id: string } }>('/short/:id', (req, reply) => reply.sse({ subscribe: [short.topic(req.params)], since: 'start', until: 'done' }))
+  })
+  const run = app.sse.run(short.topic({ id: 'x' }), function * () {
+    for (let i = 0; i < 20; i++) yield { event: 'token' as const, data: { text: `t${i} ` } }
+    yield { event: 'done' as const, data: { reason: 'stop' } }
+  })
+  await run.finished
+  const c = await SseClient.open(url + '/short/x')
+  t.equal(await c.waitEnd(), 'end')
+  t.equal(c.events[0].event, 'reset', 'reset first')
+  t.match(JSON.parse(c.events[0].data), { reason: 'trimmed' })
+  const kept = c.events.slice(1)
+  t.equal(Number(c.events[0].id?.split('-')[1]), Number(kept[0].id?.split('-')[1]) - 1, 'its id sits just before what is left: a resume from it gets exactly that')
+  t.same(kept.map(e => e.event), [...Array(8).fill('token'), 'done'], 'then what history kept, in order: the last 10 events of the run minus its end')
+  // A run that history kept whole gets no reset.
+  const whole = app.sse.run(short.topic({ id: 'y' }), function * () { yield { event: 'done' as const, data: { reason: 'stop' } } })
+  await whole.finished
+  const w = await SseClient.open(url + '/short/y')
+  t.equal(await w.waitEnd(), 'end')
+  t.same(w.events.map(e => e.event), ['done'])
+})

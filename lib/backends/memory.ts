@@ -89,6 +89,8 @@ export class MemoryBackend implements Backend {
 interface RunRecord {
   token: string
   running: boolean
+  /** The seq of its first event; 0 before it. */
+  first: number
   /** When it ended (ms), for forgetting it once its history has expired. */
   endedAt: number
   keepMs: number
@@ -113,14 +115,16 @@ class MemoryRuns implements RunStore {
       this.ended--
     }
     const token = randomUUID()
-    this.records.set(topic, { token, running: true, endedAt: 0, keepMs: this.backend.keepMs(channel) })
+    this.records.set(topic, { token, running: true, first: 0, endedAt: 0, keepMs: this.backend.keepMs(channel) })
     return token
   }
 
   publish (token: string, topic: string, event: string, data: string, payload: unknown, channel: string): Promise<HubEvent> {
     const record = this.records.get(topic)
     if (record === undefined || !record.running || record.token !== token) return Promise.reject(new FST_ERR_SSEHUB_RUN_ENDED(topic))
-    return this.backend.publish(topic, event, data, payload, channel)
+    const published = this.backend.publish(topic, event, data, payload, channel)
+    if (record.first === 0) published.then(ev => { if (record.first === 0) record.first = ev.seq }, noop)
+    return published
   }
 
   async end (topic: string, token: string | null, event: string, data: string, channel: string): Promise<HubEvent | null> {
@@ -133,6 +137,10 @@ class MemoryRuns implements RunStore {
     this.records.set(topic, record)
     if (++this.ended > MAX_ENDED_RUNS) this.forgetOldest()
     return await this.backend.publish(topic, event, data, undefined, channel)
+  }
+
+  async first (topic: string): Promise<number> {
+    return this.get(topic)?.first ?? 0
   }
 
   async state (topic: string): Promise<'running' | 'ended' | null> {
@@ -165,3 +173,5 @@ class MemoryRuns implements RunStore {
 export function memoryBackend (): Backend {
   return new MemoryBackend()
 }
+
+const noop = (): void => {}

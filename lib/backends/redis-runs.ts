@@ -108,6 +108,10 @@ export class RedisRuns implements RunStore {
       [token, notice, this.host.keepMs(channel)], topic, event, data, channel)
   }
 
+  async first (topic: string): Promise<number> {
+    return Number(await this.cmd.hget(this.runKey(topic), 'first') ?? 0)
+  }
+
   async state (topic: string): Promise<'running' | 'ended' | null> {
     const state = await this.cmd.hget(this.runKey(topic), 'state')
     return state === 'running' ? 'running' : state === 'ended' ? 'ended' : null

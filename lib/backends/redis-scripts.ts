@@ -157,7 +157,9 @@ return publish_event()
 const PUBLISH_RUN = PUBLISH_EVENT + `
 local r = redis.call('HMGET', KEYS[7], 'token', 'state')
 if r[1] ~= ARGV[12] or r[2] ~= 'running' then return {-1, ''} end
-return publish_event()
+local res = publish_event()
+if res[1] > 0 then redis.call('HSETNX', KEYS[7], 'first', res[1]) end
+return res
 `
 
 // KEYS: as PUBLISH_RUN, then [8] leases, [9] the runs notice channel (a

@@ -118,7 +118,7 @@ export class Admission {
         this.turnAway(reply, stream, 'disconnect')
         return
       }
-      this.open(reply, member, targets, iterable, lifetime, since)
+      this.open(reply, member, targets, iterable, lifetime, since, options.since === 'start')
     }
     let decided: Verdict | Promise<Verdict>
     try {
@@ -181,7 +181,7 @@ export class Admission {
     const added = this.attach(member, targets)
     if (added.length === 0) return
     await hub.catchUp.start(member, added, fresh
-      ? { kind: 'fresh', head: hub.backend.head(), since: 0, snapshots: [], live: false }
+      ? { kind: 'fresh', head: hub.backend.head(), since: 0, start: false, snapshots: [], live: false }
       : { kind: 'last' })
   }
 
@@ -250,7 +250,7 @@ export class Admission {
     return stream
   }
 
-  private open (reply: FastifyReply, member: Member, targets: Target[], iterable: SseSource | null, lifetime: number, since: number): void {
+  private open (reply: FastifyReply, member: Member, targets: Target[], iterable: SseSource | null, lifetime: number, since: number, start: boolean): void {
     const hub = this.hub
     const stream = member.stream
     // Gone, or answered meanwhile (the handler threw while authorisation was pending: Fastify sent the error).
@@ -282,7 +282,7 @@ export class Admission {
         // known), so there is no history to read in between.
         const live = targets.every(t => hub.topics.get(t.key)?.live === true)
         const snapshots = takeSnapshots(reply, targets)
-        hub.catchUp.start(member, this.attach(member, targets), { kind: 'fresh', head, since, snapshots, live }).catch(noop)
+        hub.catchUp.start(member, this.attach(member, targets), { kind: 'fresh', head, since, start, snapshots, live }).catch(noop)
       }
     }
     if (iterable !== null) void stream.pipeFrom(iterable)

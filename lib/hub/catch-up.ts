@@ -25,7 +25,8 @@ export type SnapshotOutcome = { ok: true, channel: ChannelImpl, value: unknown }
 /** Where a catch-up starts from. */
 export type From =
   /** A fresh subscriber: the head as of its open, read in the same turn as its snapshots. */
-  | { kind: 'fresh', head: Promise<number>, since: number, snapshots: Array<Promise<SnapshotOutcome>>, live: boolean }
+  /** `since: -N` (or `start`: all of history, and a run's first event must be in it, else `reset` first). */
+  | { kind: 'fresh', head: Promise<number>, since: number, start: boolean, snapshots: Array<Promise<SnapshotOutcome>>, live: boolean }
   /** A resume: the client's Last-Event-ID (as sent, valid or not). */
   | { kind: 'resume', asked: string }
   /** From the member's last seq: a mid-stream subscribe, or after an outage. */
@@ -168,6 +169,13 @@ export class CatchUp {
       const lists = await Promise.all(topics.map(t => this.backend.latest(t.key, -from.since)))
       const events = lists.flat().filter(ev => ev.seq <= head).sort(bySeq)
       member.lastSeq = 0
+      if (from.start && await this.runTrimmed(topics, lists)) {
+        if (stream.ended || generation !== this.generation) return
+        // Placed just before what is left, so a resume from it gets exactly that.
+        const before = events.length > 0 ? events[0].seq - 1 : head
+        stream.push(resetFrame(formatId(this.backend.epoch, before), formatId(this.backend.epoch, 0), 'trimmed'))
+        this.resets++
+      }
       await this.replay(member, events, generation)
     }
     const frames: Buffer[] = []
@@ -184,6 +192,18 @@ export class CatchUp {
     if (stream.ended || generation !== this.generation) return
     if (frames.length === 0) frames.push(headFrame(HEAD_EVENT, headId))
     for (const frame of frames) stream.push(frame)
+  }
+
+  /**
+   * Whether history lost the start of a run on one of `topics` (its first
+   * event is older than what `latest` found): a follow from the start must
+   * then be told `reset`, never handed the tail as if it were all.
+   */
+  private async runTrimmed (topics: LocalTopic[], lists: HubEvent[][]): Promise<boolean> {
+    const runs = this.backend.runs
+    if (runs === undefined) return false
+    const firsts = await Promise.all(topics.map(t => runs.first(t.key)))
+    return firsts.some((first, i) => first > 0 && (lists[i].length === 0 || lists[i][0].seq > first))
   }
 
   /** Writes `events` above the member's last seq, paced by the socket. */
