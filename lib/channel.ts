@@ -37,6 +37,8 @@ const EVENT_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$/
  * EventSource's own handlers.
  */
 const RESERVED_EVENTS = new Set(['reset', 'end', 'open', 'error', 'sse-hub:head'])
+/** Topic handles a channel keeps for reuse, at most. */
+const TOPIC_HANDLES = 16_384
 // Control characters are exactly what this refuses.
 // eslint-disable-next-line no-control-regex
 const UNSAFE_PARAM = /[/\x00-\x1f\x7f-\x9f]/
@@ -62,6 +64,8 @@ export class ChannelImpl implements Subscribable {
   /** The channel's own history bounds, as declared (the hub fills in the rest). */
   readonly history: Readonly<ChannelHistoryOptions> | null
   host: ChannelHost | null = null
+  /** Topic handles made, by their parameter values joined with "/" (see `topic()`). */
+  private handles: Map<string, TopicImpl> | null = null
 
   get channel (): ChannelImpl { return this }
 
@@ -135,6 +139,20 @@ export class ChannelImpl implements Subscribable {
     if (params === null || typeof params !== 'object') {
       throw new FST_ERR_SSEHUB_TOPIC_INVALID(this.name, `expected parameters { ${this.paramNames.join(', ')} }`)
     }
+    // Handles are immutable, so one made for these values before is handed
+    // out again: a publish to a known topic makes no handle, key or check.
+    // Values are joined with "/", which no valid value holds, so a join
+    // names one tuple of values (an invalid tuple is never cached).
+    const names = this.paramNames
+    let id: unknown = (params as Record<string, unknown>)[names[0]]
+    for (let i = 1; i < names.length && typeof id === 'string'; i++) {
+      const value = (params as Record<string, unknown>)[names[i]]
+      id = typeof value === 'string' ? id + '/' + value : undefined
+    }
+    if (typeof id === 'string') {
+      const hit = this.handles?.get(id)
+      if (hit !== undefined) return hit
+    }
     const values: Record<string, string> = Object.create(null)
     for (const param of this.paramNames) {
       const value = (params as Record<string, unknown>)[param]
@@ -147,7 +165,12 @@ export class ChannelImpl implements Subscribable {
       values[param] = value
     }
     const key = this.segments.map(s => s[0] === ':' ? values[s.slice(1)] : s).join('/')
-    return new TopicImpl(this, key, Object.freeze(values))
+    const handle = new TopicImpl(this, key, Object.freeze(values))
+    const handles = this.handles ??= new Map()
+    // Bounded: past TOPIC_HANDLES distinct topics the cache starts over.
+    if (handles.size >= TOPIC_HANDLES) handles.clear()
+    handles.set(id as string, handle)
+    return handle
   }
 
   /**

@@ -136,6 +136,20 @@ export function encode (message: SseMessage | string, maxBytes: number): Buffer 
 }
 
 /**
+ * A packet whose `body` view is made only if asked for: a socket takes the
+ * chunk, and only response objects (HTTP/2, inject) and streams with
+ * something queued read the body.
+ */
+class ChunkPacket implements Packet {
+  private view: Buffer | null = null
+  constructor (readonly chunk: Buffer, private readonly start: number, private readonly end: number) {}
+
+  get body (): Buffer {
+    return (this.view ??= this.chunk.subarray(this.start, this.end))
+  }
+}
+
+/**
  * One packet from several frames: a single allocation holding the HTTP/1.1
  * chunk header, the frames back to back and the chunk trailer.
  */
@@ -147,7 +161,7 @@ export function packetOf (frames: readonly Buffer[], bytes: number): Packet {
   for (let i = 0; i < frames.length; i++) at += frames[i].copy(chunk, at)
   chunk[at] = 13
   chunk[at + 1] = 10
-  return { chunk, body: chunk.subarray(start, at) }
+  return new ChunkPacket(chunk, start, at)
 }
 
 /** One packet from one frame. */
@@ -175,6 +189,16 @@ export function eventFrame (ev: HubEvent): Buffer {
   return frame
 }
 
+/**
+ * Lets go of the frame cached on `ev`. An event history keeps should not pin
+ * its frame bytes once the turn that fanned it out has written them: a
+ * replay (rare) frames it again. The slot is set to undefined rather than
+ * deleted, so the event keeps its shape.
+ */
+export function dropFrame (ev: HubEvent): void {
+  (ev as Framed)[kFrame] = undefined
+}
+
 /** One packet holding the frames of `events`, in order: shared as is by every subscriber of a topic. */
 export function eventsPacket (events: readonly HubEvent[]): Packet {
   let bytes = 0
@@ -187,12 +211,42 @@ export function eventsPacket (events: readonly HubEvent[]): Packet {
 }
 
 /**
+ * The packet of one hub event, straight from its text into one allocation
+ * (no frame of its own is kept): for an event written the moment it is
+ * published, whose frame nothing else needs.
+ */
+export function eventPacket (ev: HubEvent): Packet {
+  const cached = (ev as Framed)[kFrame]
+  if (cached !== undefined) return packetOf([cached], cached.length)
+  const text = 'event: ' + ev.event + '\nid: ' + ev.id + '\ndata: ' + ev.data + '\n\n'
+  const bytes = Buffer.byteLength(text)
+  const head = bytes.toString(16) + '\r\n'
+  const chunk = Buffer.allocUnsafe(head.length + bytes + 2)
+  const start = chunk.write(head, 0, 'latin1')
+  const at = start + chunk.write(text, start)
+  chunk[at] = 13
+  chunk[at + 1] = 10
+  return new ChunkPacket(chunk, start, at)
+}
+
+/**
  * The most bytes a hub event with this name and JSON can take once framed:
  * the JSON, the name, and the fixed fields with an id of at most 64 bytes,
  * counted from above (checked before the id exists).
  */
 export function framedSize (event: string, json: string): number {
   return Buffer.byteLength(json) + event.length + 96
+}
+
+/**
+ * 0 when a hub event with this name and JSON fits in `max` bytes once
+ * framed, else its `framedSize`. UTF-8 takes at most 3 bytes per UTF-16
+ * code unit, so JSON that short is not scanned for its byte length at all.
+ */
+export function oversize (event: string, json: string, max: number): number {
+  if (json.length * 3 + event.length + 96 <= max) return 0
+  const bytes = framedSize(event, json)
+  return bytes > max ? bytes : 0
 }
 
 /** Why a resume could not replay what the client missed. */

@@ -60,6 +60,12 @@ export class Pump {
   /** Heartbeat comments written. */
   heartbeats = 0
   closing = false
+  /**
+   * Set while the hub writes outside a flush (a lone event written at once):
+   * a stream found over its limit then is cut after the next flush, as one
+   * found during a flush is, never in the middle of a publish.
+   */
+  deferCuts = false
   /** Runs first in every flush: the hub fans this turn's topic batches out into streams. */
   source: FlushSource | null = null
 
@@ -114,11 +120,13 @@ export class Pump {
   /**
    * During a flush, a stream found over its limit is cut right after it, not
    * in the middle: a cut ends the stream, which unsubscribes topics, and the
-   * fan-out must not see its topics change under it. False outside a flush.
+   * fan-out must not see its topics change under it. False outside a flush
+   * (and outside `deferCuts`).
    */
   deferCut (stream: Pumped): boolean {
-    if (!this.flushing) return false
+    if (!this.flushing && !this.deferCuts) return false
     ;(this.cuts ??= []).push(stream)
+    if (!this.flushing) this.requestFlush()
     return true
   }
 

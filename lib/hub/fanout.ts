@@ -1,14 +1,15 @@
 /**
  * Fan-out: what the backend delivers, to every local subscriber.
  *
- * The hot path. An event is framed once (encoder.eventFrame) and appended to
- * its topic's batch for this event-loop turn. At the flush, each topic's
- * batch becomes ONE packet (one allocation) that every subscriber's socket is
- * handed as is; a subscriber of several topics gets this turn's events
+ * The hot path. The first event of a turn to a topic of a few subscribers
+ * is written at once (see DIRECT_SUBSCRIBERS). Others are framed once
+ * (encoder.eventFrame) and appended to their topic's batch for this turn.
+ * At the flush, each topic's batch becomes ONE packet (one allocation) that
+ * every subscriber's socket is handed as is; a subscriber of several topics gets this turn's events
  * merged by seq; a subscriber still catching up has them held.
  */
 import type { HubEvent } from '../backend.js'
-import { eventFrame, eventsPacket, type Packet } from '../encoder.js'
+import { dropFrame, eventFrame, eventPacket, eventsPacket, type Packet } from '../encoder.js'
 import { BACKLOG_FACTOR } from '../backlog.js'
 import type { Pump } from '../pump.js'
 import type { Member } from './state.js'
@@ -22,6 +23,14 @@ import type { LocalTopic, TopicRegistry } from './topics.js'
  */
 export const TURN_BYTES = 1024 * 1024
 
+/**
+ * A topic with at most this many subscribers has the first event of a turn
+ * written the moment it is delivered, not at the end of the turn: with one
+ * or a few sockets there is nothing to share, so waiting only adds latency
+ * (and work: a batch, a dirty list, a packet built at the flush).
+ */
+export const DIRECT_SUBSCRIBERS = 16
+
 export class Fanout {
   /** Events handed to streams (events x subscribers). */
   deliveries = 0
@@ -29,6 +38,8 @@ export class Fanout {
   turnBytes = 0
   private dirtyTopics: LocalTopic[] = []
   private multi: Member[] = []
+  /** Batches whose frames are let go after this flush's multi-topic merges. */
+  private readonly written: HubEvent[][] = []
 
   constructor (
     private readonly topics: TopicRegistry,
@@ -43,14 +54,45 @@ export class Fanout {
     if (listened) this.listeners.push(ev, payload)
     else if (topic === undefined) return
     if (topic !== undefined && topic.subs.size > 0) {
-      this.turnBytes += eventFrame(ev).length
-      topic.batch.push(ev)
+      if (topic.dirty || topic.subs.size > DIRECT_SUBSCRIBERS || !this.direct(topic, ev)) {
+        this.turnBytes += eventFrame(ev).length
+        topic.batch.push(ev)
+      }
+      // Marked even after a direct write (with an empty batch), so a second
+      // event to the topic this turn is batched: however many events a turn
+      // brings, a connection gets at most the direct write and the flush's.
       if (!topic.dirty) {
         topic.dirty = true
         this.dirtyTopics.push(topic)
       }
     }
     this.pump.requestFlush()
+  }
+
+  /**
+   * Writes `ev` to the topic's sockets now, if every subscriber would take
+   * it on the flush's fast path (not catching up, following this topic
+   * alone, not ending on an event name, behind this seq). False: batch it.
+   */
+  private direct (topic: LocalTopic, ev: HubEvent): boolean {
+    const seq = ev.seq
+    for (const member of topic.subs) {
+      if (member.holding !== null || member.topics.length !== 1 || member.until !== null || seq <= member.lastSeq) return false
+    }
+    const packet = eventPacket(ev)
+    const pump = this.pump
+    pump.deferCuts = true
+    try {
+      for (const member of topic.subs) {
+        member.lastSeq = seq
+        member.stream.writeShared(packet)
+      }
+    } finally {
+      pump.deferCuts = false
+    }
+    this.deliveries += topic.subs.size
+    this.turnBytes += packet.chunk.length
+    return true
   }
 
   /** A new epoch: batches framed in the old one must reach no one. */
@@ -67,16 +109,21 @@ export class Fanout {
     this.dirtyTopics = []
     for (let t = 0; t < topics.length; t++) {
       const topic = topics[t]
-      const batch = topic.batch
-      topic.batch = []
       topic.dirty = false
-      // A topic dropped this turn keeps its place in the list with nothing to send.
+      const batch = topic.batch
+      // Nothing to send: a topic written at once this turn, or dropped.
       if (batch.length === 0) continue
+      topic.batch = []
       const first = batch[0].seq
       const last = batch[batch.length - 1].seq
       let packet: Packet | null = null
+      // Frames are let go once written (history must not pin them), except
+      // those a catch-up holds, and those multi-topic merges still need.
+      let keep = false
+      let later = false
       for (const member of topic.subs) {
         if (member.holding !== null) {
+          keep = true
           this.hold(member, batch)
         } else if (member.topics.length === 1 && member.until === null) {
           if (first > member.lastSeq) {
@@ -87,14 +134,20 @@ export class Fanout {
           } else {
             pushAfter(member, batch)
           }
-        } else if (member.pending === null) {
-          member.pending = [batch]
-          this.multi.push(member)
         } else {
-          member.pending.push(batch)
+          later = true
+          if (member.pending === null) {
+            member.pending = [batch]
+            this.multi.push(member)
+          } else {
+            member.pending.push(batch)
+          }
         }
       }
       this.deliveries += batch.length * topic.subs.size
+      if (keep) continue
+      if (later) this.written.push(batch)
+      else dropFrames(batch)
     }
     if (this.multi.length > 0) {
       const multi = this.multi
@@ -105,6 +158,10 @@ export class Fanout {
         // Several topics in one turn: merge by seq so ids reach the client in order.
         pushAfter(member, pending.length === 1 ? pending[0] : pending.flat().sort(bySeq))
       }
+    }
+    if (this.written.length > 0) {
+      for (const batch of this.written) dropFrames(batch)
+      this.written.length = 0
     }
   }
 
@@ -121,6 +178,10 @@ export class Fanout {
     }
     if (member.holdingBytes > this.pump.options.maxBufferedBytes * BACKLOG_FACTOR) member.stream.cut()
   }
+}
+
+function dropFrames (batch: HubEvent[]): void {
+  for (let i = 0; i < batch.length; i++) dropFrame(batch[i])
 }
 
 /** Queues the events of `events` above the member's last seq, in order. */

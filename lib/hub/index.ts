@@ -15,9 +15,9 @@
  */
 import { EventEmitter } from 'node:events'
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
-import type { Backend, BackendHost } from '../backend.js'
+import type { Backend, BackendHost, HubEvent } from '../backend.js'
 import { channelOf, ChannelImpl, type Channel, type ChannelHost, type ChannelOptions, type EventMap, type Subscribable, type Topic } from '../channel.js'
-import { framedSize } from '../encoder.js'
+import { oversize } from '../encoder.js'
 import {
   FST_ERR_SSEHUB_CHANNEL_DUPLICATE,
   FST_ERR_SSEHUB_CLOSED,
@@ -182,17 +182,27 @@ export class SseHub extends EventEmitter<SseHubEvents> {
     return await this.runs.cancel(this.resolve(topic))
   }
 
-  /** @internal A validated, serialised event, handed to the backend. */
-  private async publish (topic: Subscribable, event: string, data: unknown, json: string): Promise<string> {
-    if (this.closed) throw new FST_ERR_SSEHUB_CLOSED()
+  /**
+   * @internal A validated, serialised event, handed to the backend. Not
+   * `async`: the backend's promise and one `then` are all a publish makes.
+   */
+  private publish (topic: Subscribable, event: string, data: unknown, json: string): Promise<string> {
+    if (this.closed) return Promise.reject(new FST_ERR_SSEHUB_CLOSED())
     const max = this.pump.options.maxEventBytes
-    const bytes = framedSize(event, json)
-    if (bytes > max) throw new FST_ERR_SSEHUB_EVENT_TOO_LARGE(bytes, max)
-    const ev = await this.backend.publish(topic.key, event, json, data, (channelOf(topic) as ChannelImpl).name)
+    const bytes = oversize(event, json, max)
+    if (bytes > 0) return Promise.reject(new FST_ERR_SSEHUB_EVENT_TOO_LARGE(bytes, max))
+    try {
+      return this.backend.publish(topic.key, event, json, data, (channelOf(topic) as ChannelImpl).name).then(this.afterPublish)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  private readonly afterPublish = (ev: HubEvent): string | Promise<string> => {
     this.published++
     // An awaited publish loop yields to the flush every TURN_BYTES, so it
     // becomes many turns, not one giant write per socket.
-    if (this.fanout.turnBytes > TURN_BYTES) await this.pump.flushed()
+    if (this.fanout.turnBytes > TURN_BYTES) return this.pump.flushed().then(() => ev.id)
     return ev.id
   }
 
