@@ -8,7 +8,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { ChannelImpl, channelOf, type Channel, type EventMap, type Subscribable } from './channel.js'
 import { RedisBackend, redisBackend, type RedisBackendOptions } from './backends/redis.js'
 import { defaults } from './options.js'
-import { framedSize } from './encoder.js'
+import { oversize } from './encoder.js'
 import { FST_ERR_SSEHUB_CHANNEL_DUPLICATE, FST_ERR_SSEHUB_CLOSED, FST_ERR_SSEHUB_EVENT_TOO_LARGE } from './errors.js'
 
 export { redisBackend, RedisBackend, type RedisBackendOptions }
@@ -49,8 +49,8 @@ export class Publisher {
   /** @internal ChannelHost. */
   async publish (topic: Subscribable, event: string, data: unknown, json: string): Promise<string> {
     if (this.closed) throw new FST_ERR_SSEHUB_CLOSED()
-    const bytes = framedSize(event, json)
-    if (bytes > this.maxEventBytes) throw new FST_ERR_SSEHUB_EVENT_TOO_LARGE(bytes, this.maxEventBytes)
+    const bytes = oversize(event, json, this.maxEventBytes)
+    if (bytes > 0) throw new FST_ERR_SSEHUB_EVENT_TOO_LARGE(bytes, this.maxEventBytes)
     const ev = await this.backend.publish(topic.key, event, json, data, (channelOf(topic) as ChannelImpl).name)
     return ev.id
   }

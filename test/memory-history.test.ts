@@ -393,3 +393,15 @@ t.test('History: a channel\'s own ttl counts from the topic\'s last event and dr
   t.same(h.after('gen/long', 0, 6_001), { events: [], trimmed: true }, 'then dropped whole')
   t.equal(h.events, 0)
 })
+
+t.test('History: history 0 keeps nothing, yet a resume from before an event is told it missed it', async t => {
+  const h = new History(limits({ history: 0 }))
+  h.setSubscribed('sub', true)
+  h.append(ev('sub', 1), 0)
+  h.append(ev('free', 2), 0)
+  t.equal(h.events, 0, 'no entry kept')
+  t.same(h.after('sub', 0, 0), { events: [], trimmed: true }, 'a subscribed topic: trimmed from before its event')
+  t.same(h.after('sub', 1, 0), { events: [], trimmed: false }, 'and not from it')
+  t.same(h.after('free', 1, 0), { events: [], trimmed: true }, 'a topic nobody follows: its bucket remembers')
+  t.same(h.after('free', 2, 0), { events: [], trimmed: false })
+})

@@ -27,8 +27,9 @@ interface TopicAfter {
 /**
  * Memory counted per kept event besides its payload: the entry and event
  * objects, the id string, two queue slots. Measured on Node 20 at about 320
- * bytes; the payload is counted twice (its JSON text and the SSE frame built
- * from it once a subscriber needs it), so the bound holds from above.
+ * bytes; the payload is counted twice (its JSON text, and the SSE frame,
+ * which history no longer keeps after the flush: an overestimate by about
+ * the JSON's size), so the bound holds from above.
  */
 const ENTRY_OVERHEAD = 320
 /** Memory counted per topic that holds history: its log, ring, and map entries (measured about 340 bytes). */
@@ -144,7 +145,18 @@ export class History {
 
   /** Records `ev` (seq strictly above every earlier one) and applies the bounds. */
   append (ev: HubEvent, now: number): void {
-    const topic = this.topics.get(ev.topic) ?? this.createTopic(ev.topic, ev.channel)
+    const held = this.topics.get(ev.topic)
+    if ((held?.pool ?? this.channelPools.get(ev.channel) ?? this.main).limit === 0) {
+      // Nothing is kept (`history: 0`): only the mark that a resume from
+      // before this event missed it; no entry, nothing for the collector.
+      if (held !== undefined) held.trimmedUpTo = ev.seq
+      else {
+        const b = bucket(ev.topic)
+        if (ev.seq > this.freedUpTo[b]) this.freedUpTo[b] = ev.seq
+      }
+      return
+    }
+    const topic = held ?? this.createTopic(ev.topic, ev.channel)
     const pool = topic.pool
     const entry: Entry = { ev, size: 2 * (ev.data.length + ev.event.length + ev.id.length) + ENTRY_OVERHEAD, at: now, dropped: false }
     topic.entries.push(entry)

@@ -10,13 +10,14 @@
  * cancelled from any process (`cancelled`), or when its process dies or
  * closes (`lost`: on Redis another instance notices the lost lease and
  * publishes it). Its values are published in order through a small window of
- * publishes in flight; a burst of small ones in one turn still goes out as
- * one write per connection (the fan-out batches them).
+ * publishes in flight; a burst of small ones in one turn still goes out in
+ * one write per follow (`until`), and at most two per other connection (a
+ * lone event to a small topic is written at once, the rest batched).
  */
 import type { FastifyBaseLogger } from 'fastify'
 import type { Backend, HubEvent, RunStore } from '../backend.js'
 import type { ChannelImpl, EventMap, EventOf } from '../channel.js'
-import { framedSize } from '../encoder.js'
+import { oversize } from '../encoder.js'
 import {
   FST_ERR_SSEHUB_EVENT_TOO_LARGE,
   FST_ERR_SSEHUB_PAYLOAD_INVALID,
@@ -243,8 +244,8 @@ class LocalRun {
           throw new FST_ERR_SSEHUB_PAYLOAD_INVALID('(run)', channel.name, '/', 'a producer yields { event, data }')
         }
         const { json, value } = channel.serialize(item.event, item.data)
-        const bytes = framedSize(item.event, json)
-        if (bytes > hub.maxEventBytes) throw new FST_ERR_SSEHUB_EVENT_TOO_LARGE(bytes, hub.maxEventBytes)
+        const bytes = oversize(item.event, json, hub.maxEventBytes)
+        if (bytes > 0) throw new FST_ERR_SSEHUB_EVENT_TOO_LARGE(bytes, hub.maxEventBytes)
         const p = this.store.publish(token, key, item.event, json, value, channel.name)
         p.catch(noop)
         inflight.push(p)
