@@ -72,12 +72,12 @@ export class Fanout {
   /**
    * Writes `ev` to the topic's sockets now, if every subscriber would take
    * it on the flush's fast path (not catching up, following this topic
-   * alone, not ending on an event name, behind this seq). False: batch it.
+   * alone, not a follow that ends on this event, behind this seq). False: batch it.
    */
   private direct (topic: LocalTopic, ev: HubEvent): boolean {
     const seq = ev.seq
     for (const member of topic.subs) {
-      if (member.holding !== null || member.topics.length !== 1 || member.until !== null || seq <= member.lastSeq) return false
+      if (member.holding !== null || member.topics.length !== 1 || member.until?.has(ev.event) === true || seq <= member.lastSeq) return false
     }
     const packet = eventPacket(ev)
     const pump = this.pump
@@ -121,11 +121,14 @@ export class Fanout {
       // those a catch-up holds, and those multi-topic merges still need.
       let keep = false
       let later = false
+      // Event names of the batch, made only if some follow (`until`) asks:
+      // a follow takes the shared packet unless the batch holds what ends it.
+      let names: Set<string> | null = null
       for (const member of topic.subs) {
         if (member.holding !== null) {
           keep = true
           this.hold(member, batch)
-        } else if (member.topics.length === 1 && member.until === null) {
+        } else if (member.topics.length === 1 && (member.until === null || !endsIn(member.until, names ??= namesOf(batch)))) {
           if (first > member.lastSeq) {
             // The fast path: one shared packet, handed to the socket as is.
             packet ??= eventsPacket(batch)
@@ -194,4 +197,16 @@ export function pushAfter (member: Member, events: HubEvent[]): void {
 
 export function bySeq (a: HubEvent, b: HubEvent): number {
   return a.seq - b.seq
+}
+
+function namesOf (batch: HubEvent[]): Set<string> {
+  const names = new Set<string>()
+  for (let i = 0; i < batch.length; i++) names.add(batch[i].event)
+  return names
+}
+
+/** Whether one of `names` is an event the follow ends on. */
+function endsIn (until: ReadonlySet<string>, names: Set<string>): boolean {
+  for (const name of names) if (until.has(name)) return true
+  return false
 }
