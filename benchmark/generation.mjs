@@ -170,17 +170,19 @@ async function server () {
   let open = null
   let run = null
   const plainDone = []
+  /** The same tokens, turns and end for both ways: released by the gate, --per-turn tokens a turn, then done. */
+  async function * tokens () {
+    await gate
+    let i = 0
+    for (let s = 0; i < opt.tokens; s++) {
+      for (let k = stepOf(s); k > 0 && i < opt.tokens; k--) yield { event: 'token', data: { text: token(i++) } }
+      await turn()
+    }
+    yield { event: 'done', data: { reason: 'stop' } }
+  }
   app.get('/g/:id', (req, reply) => reply.sse({ subscribe: [gen.topic(req.params)], since: 'start', until: 'done' }))
   app.get('/plain/:id', (req, reply) => {
-    const stream = reply.sse(async function * () {
-      await gate
-      let i = 0
-      for (let s = 0; i < opt.tokens; s++) {
-        for (let k = stepOf(s); k > 0 && i < opt.tokens; k--) yield { event: 'token', data: { text: token(i++) } }
-        await turn()
-      }
-      yield { event: 'done', data: { reason: 'stop' } }
-    }())
+    const stream = reply.sse(tokens())
     plainDone.push(stream.closed)
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
@@ -191,15 +193,7 @@ async function server () {
       gate = new Promise(resolve => { open = resolve })
       if (m.mode === 'hub') {
         const id = m.path.split('/').pop()
-        run = app.sse.run(gen.topic({ id }), async function * () {
-          await gate
-          let i = 0
-          for (let s = 0; i < opt.tokens; s++) {
-            for (let k = stepOf(s); k > 0 && i < opt.tokens; k--) yield { event: 'token', data: { text: token(i++) } }
-            await turn()
-          }
-          yield { event: 'done', data: { reason: 'stop' } }
-        })
+        run = app.sse.run(gen.topic({ id }), tokens)
         await run.started
       }
       process.send({ ok: true })
