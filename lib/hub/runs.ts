@@ -25,7 +25,6 @@ import {
   FST_ERR_SSEHUB_RUNS_UNSUPPORTED,
   FST_ERR_SSEHUB_SOURCE_INVALID
 } from '../errors.js'
-import type { Target } from './admission.js'
 
 /** Why a run ended, as its `end` event says: `{ reason }`. */
 export type RunEndReason = 'complete' | 'cancelled' | 'error' | 'lost'
@@ -67,10 +66,16 @@ export interface Run {
   cancel: () => Promise<boolean>
 }
 
+/** The topic a run publishes to, resolved against the hub. */
+interface Target {
+  readonly key: string
+  readonly channel: ChannelImpl
+}
+
 /** Publishes a run keeps in flight at most: enough to hide a Redis round trip, few enough to stop soon after a failure. */
 const WINDOW = 64
 
-/** What runs need from the rest of the hub. */
+/** @internal What runs need from the rest of the hub. */
 export interface RunsHost {
   readonly backend: Backend
   readonly maxEventBytes: number
@@ -81,6 +86,7 @@ export interface RunsHost {
 
 const endData = (reason: RunEndReason): string => `{"reason":"${reason}"}`
 
+/** @internal */
 export class Runs {
   /** Runs whose producer runs in this process, by topic key. */
   private readonly local = new Map<string, LocalRun>()
