@@ -111,7 +111,7 @@ t.test('benchmark quick mode, targeted case: each subscriber gets exactly its to
   }
 })
 
-// benchmark/generation.mjs (issue 16) at a small scale: 500 tokens to 20
+// benchmark/generation.mjs (issue 16) at a small scale: 200 tokens to 10
 // followers, the hub's follow and a plain reply.sse(iterable). Counts, not
 // speed: every follower's text exact, one write per turn of tokens (far fewer
 // writes than tokens), CPU and writes measured.
@@ -119,9 +119,9 @@ t.test('benchmark generation: every follower gets the exact text, in far fewer w
   const dir = mkdtempSync(join(tmpdir(), 'sse-hub-bench-gen-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const out = join(dir, 'generation.jsonl')
-  const tokens = 500
+  const tokens = 200
   const child = spawn(process.execPath, [
-    join(root, 'benchmark/generation.mjs'), '--tokens', String(tokens), '--followers', '20', '--json', out
+    join(root, 'benchmark/generation.mjs'), '--tokens', String(tokens), '--followers', '10', '--json', out
   ], { stdio: ['ignore', 'pipe', 'pipe'] })
   let log = ''
   child.stdout.setEncoding('utf8').on('data', (s: string) => { log += s })
@@ -133,7 +133,7 @@ t.test('benchmark generation: every follower gets the exact text, in far fewer w
   t.equal(code, 0, `generation.mjs exits 0\n${log}`)
   if (!existsSync(out)) return t.fail('results file written')
   const rows = readFileSync(out, 'utf8').split('\n').filter(Boolean).map(l => JSON.parse(l))
-  for (const followers of [20]) {
+  for (const followers of [10]) {
     for (const mode of ['hub', 'plain']) {
       const r = rows.find(x => x.mode === mode && x.followers === followers)
       const what = `${mode} N=${followers}`
@@ -146,5 +146,5 @@ t.test('benchmark generation: every follower gets the exact text, in far fewer w
       t.ok(r.cpuUsPerToken > 0 && r.ms > 0, `${what}: server CPU per token measured (${r.cpuUsPerToken})`)
     }
   }
-  t.match(log, /\| 20 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|/, 'the summary table has the hub / plain ratio')
+  t.match(log, /\| 10 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|/, 'the summary table has the hub / plain ratio')
 })

@@ -72,12 +72,13 @@ export class Fanout {
   /**
    * Writes `ev` to the topic's sockets now, if every subscriber would take
    * it on the flush's fast path (not catching up, following this topic
-   * alone, not a follow that ends on this event, behind this seq). False: batch it.
+   * alone, not a follow, behind this seq). False: batch it.
    */
   private direct (topic: LocalTopic, ev: HubEvent): boolean {
     const seq = ev.seq
     for (const member of topic.subs) {
-      if (member.holding !== null || member.topics.length !== 1 || member.until?.has(ev.event) === true || seq <= member.lastSeq) return false
+      // A follow (`until`) is written at the flush only: a run's burst of tokens is one write per turn to it.
+      if (member.holding !== null || member.topics.length !== 1 || member.until !== null || seq <= member.lastSeq) return false
     }
     const packet = eventPacket(ev)
     const pump = this.pump

@@ -4,7 +4,8 @@
 // continues from the stored id with no token missing or doubled; a cancel on B
 // stops A's producer and the page gets `end { cancelled }`; when A is killed
 // (SIGKILL) the page gets `end { lost }` within the documented bound; after the
-// end, the browser's own reconnect gets 204 and EventSource stops.
+// end, the browser's own reconnect gets 204 and EventSource stops. One page,
+// light: it does not take the heavy-suite lock (its bound is generous).
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -15,7 +16,6 @@ import { engineSkip, startEngines, openEnginePage } from './helpers/browser.js'
 import { openRaw, type RawSeen } from './helpers/probe.js'
 import { RedisServer, redisSkip } from './helpers/redis.js'
 import { startInstance, type Instance } from './helpers/instance.js'
-import { heavySuite } from './helpers/heavy.js'
 import { redisBackend } from '../lib/redis.js'
 
 declare const raw: Record<string, RawSeen>
@@ -34,7 +34,6 @@ function tokensOf (events: RawSeen['events']): string[] {
 }
 
 t.test('chromium follows runs of another instance through Redis', { skip }, async t => {
-  await heavySuite()
   if (!existsSync(new URL('../dist/esm/redis.js', import.meta.url))) execFileSync(process.execPath, ['scripts/build.js'], { cwd: root, stdio: 'inherit' })
   const redis = await new RedisServer().start()
   t.teardown(() => redis.stop())
