@@ -54,7 +54,13 @@ export class Fanout {
     if (listened) this.listeners.push(ev, payload)
     else if (topic === undefined) return
     if (topic !== undefined && topic.subs.size > 0) {
-      if (topic.dirty || topic.subs.size > DIRECT_SUBSCRIBERS || !this.direct(topic, ev)) {
+      // Only an event published in this process and handed over at once (it
+      // carries its payload: the memory backend) is written directly. One a
+      // backend relays (Redis) may arrive right after an outage, before the
+      // hub is told to catch up (`interrupted`): batched, it waits for the
+      // catch-up that starts first; written at once, it would move a stream
+      // past the gap.
+      if (topic.dirty || topic.subs.size > DIRECT_SUBSCRIBERS || payload === undefined || !this.direct(topic, ev)) {
         this.turnBytes += eventFrame(ev).length
         topic.batch.push(ev)
       }
