@@ -3,11 +3,11 @@
  * The plugin shell: options, decorators, type augmentation, shutdown.
  */
 import fp from 'fastify-plugin'
-import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify'
 import { normalizeOptions, type SseHubOptions } from './options.js'
 import { Pump } from './pump.js'
-import { streamOf, type SseStream, type SseSource } from './stream.js'
+import type { SseStream, SseSource } from './stream.js'
+import { watchHandlers } from './handler-errors.js'
 import { SseHub, type SseReplyOptions } from './hub/index.js'
 import { answered } from './hub/admission.js'
 import type { Backend } from './backend.js'
@@ -33,21 +33,6 @@ declare module 'fastify' {
   }
 }
 
-/**
- * A route handler that throws, or whose promise rejects, after `reply.sse()`
- * has opened the stream: Fastify can no longer answer (the reply is
- * hijacked) and only logs a warning, so the stream would stay open with
- * nothing behind it. Fastify reports handler errors on this diagnostics
- * channel; the stream of that reply is closed (and the error logged). The
- * subscription lives while at least one instance of the plugin is open.
- */
-const HANDLER_ERROR = 'tracing:fastify.request.handler:error'
-let handlerErrorUsers = 0
-function onHandlerError (message: unknown): void {
-  const store = message as { reply?: FastifyReply, error?: unknown } | null
-  streamOf(store?.reply?.raw)?.handlerFailed(store?.error)
-}
-
 /** Keys Fastify itself reads from register options; not ours to check. */
 const REGISTER_KEYS = new Set(['prefix', 'logLevel', 'logSerializers'])
 
@@ -66,8 +51,11 @@ const plugin: FastifyPluginAsync<SseHubOptions> = async (fastify: FastifyInstanc
   await backend.start(hub.backendHost, options)
 
   fastify.decorate('sse', hub)
+  // A handler that fails after reply.sse() closes its stream (handler-errors.ts).
+  const handlers = watchHandlers(fastify)
   fastify.decorateReply('sse', function sse (this: FastifyReply, source?: SseSource | SseReplyOptions): SseStream {
     if (answered(this)) throw new FST_ERR_SSEHUB_REPLY_SENT()
+    handlers.opened(this)
     return hub.reply(this, source)
   })
 
@@ -75,11 +63,6 @@ const plugin: FastifyPluginAsync<SseHubOptions> = async (fastify: FastifyInstanc
   // never finishes by itself.
   fastify.addHook('preClose', async () => { await hub.close() })
   fastify.addHook('onClose', async () => { await backend.close() })
-
-  if (handlerErrorUsers++ === 0) subscribe(HANDLER_ERROR, onHandlerError)
-  fastify.addHook('onClose', async () => {
-    if (--handlerErrorUsers === 0) unsubscribe(HANDLER_ERROR, onHandlerError)
-  })
 }
 
 /**

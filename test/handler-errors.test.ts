@@ -4,8 +4,15 @@
 // its authorisation is still pending gets Fastify's error answer, and the
 // authorisation finishing later opens nothing and throws nothing.
 import t from 'tap'
+import { hasSubscribers } from 'node:diagnostics_channel'
+import Fastify from 'fastify'
 import { Type } from '@sinclair/typebox'
+import ssePlugin from '../lib/index.js'
 import { makeApp, SseClient, type LogLine } from './helpers/index.js'
+
+// Fastify builds a tracing store for every request while anyone listens here
+// (see lib/handler-errors.ts): the plugin must not, for routes it can wrap.
+const HANDLER_ERROR = 'tracing:fastify.request.handler:error'
 
 const failed = (l: LogLine): boolean => l.level === 50 && String(l.msg).includes('route handler failed')
 
@@ -44,9 +51,52 @@ for (const form of ['sync throw', 'async rejection'] as const) {
     // Fastify notes a rejected handler itself ('Promise errored, but reply.sent = true was set').
     const others = logs.filter(l => l.level >= 50 && !failed(l) && !String(l.msg).startsWith('Promise errored'))
     t.same(others, [], 'no other error logged')
+    t.equal(hasSubscribers(HANDLER_ERROR), false, "no listener on Fastify's handler-error channel: other requests pay nothing")
     ok.close()
   })
 }
+
+t.test('an async handler that opens its stream after an await, then rejects: that stream ends', async t => {
+  const { app, url, untilLog } = await makeApp(t, app => {
+    const ticks = app.sse.channel('ticks', { events: { tick: Type.Object({ n: Type.Integer() }) } })
+    app.get('/late', async (req, reply) => {
+      await new Promise(resolve => setImmediate(resolve))
+      reply.sse({ subscribe: [ticks] })
+      await new Promise(resolve => setImmediate(resolve))
+      throw new Error('late boom')
+    })
+  })
+  const late = await SseClient.open(url + '/late')
+  t.equal(late.status, 200, 'the stream had opened')
+  t.equal(await late.waitEnd(), 'end', 'it ends once the handler rejects')
+  const line = await untilLog('the error log line', failed)
+  t.equal((line.err as { message?: string }).message, 'late boom')
+  t.equal(app.sse.stats().openStreams, 0)
+  t.equal(hasSubscribers(HANDLER_ERROR), false, 'still no channel listener')
+})
+
+t.test('a route declared before the plugin loaded (not wrapped): the diagnostics channel is the fallback', async t => {
+  const app = Fastify({ logger: false })
+  t.teardown(() => app.close())
+  // register() is queued: this route is declared before the plugin runs, so its onRoute hook never sees it.
+  app.register(ssePlugin)
+  app.get('/early', async (req, reply) => {
+    reply.sse()
+    await new Promise(resolve => setImmediate(resolve))
+    throw new Error('early boom')
+  })
+  const url = await app.listen({ port: 0, host: '127.0.0.1' })
+  t.equal(hasSubscribers(HANDLER_ERROR), false, 'nothing listens before a stream opens')
+  // The first stream of such a route turns the fallback on (its own request had no tracing store).
+  const first = await SseClient.open(url + '/early')
+  t.equal(first.status, 200)
+  t.equal(hasSubscribers(HANDLER_ERROR), true, 'the fallback listens from then on')
+  first.close()
+  const second = await SseClient.open(url + '/early')
+  t.equal(await second.waitEnd(), 'end', 'a later stream of that route ends when its handler rejects')
+  await app.close()
+  t.equal(hasSubscribers(HANDLER_ERROR), false, 'the fallback ends with the plugin')
+})
 
 t.test('a throw while authorisation is pending: Fastify answers the error; nothing opens later', async t => {
   const unhandled: unknown[] = []

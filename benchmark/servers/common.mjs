@@ -93,7 +93,10 @@ export async function allocStart () {
     session.connect()
     await session.post('HeapProfiler.enable')
   }
-  await session.post('HeapProfiler.startSampling', { samplingInterval: 8192, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  // BENCH_ALLOC=survivors leaves out what scavenges freed: what is left is
+  // what lived through one (still live, or promoted): what feeds promotion.
+  const minor = process.env.BENCH_ALLOC !== 'survivors'
+  await session.post('HeapProfiler.startSampling', { samplingInterval: 8192, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: minor })
   return { started: true }
 }
 
