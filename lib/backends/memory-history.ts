@@ -25,23 +25,20 @@ interface TopicAfter {
 }
 
 /**
- * Memory counted per kept event besides its payload: the entry and event
- * objects, the id string, two queue slots. Measured on Node 20 at about 320
- * bytes; the payload is counted twice (its JSON text, and the SSE frame,
- * which history no longer keeps after the flush: an overestimate by about
- * the JSON's size), so the bound holds from above.
+ * Memory counted per kept event besides its payload: its slots in its
+ * topic's columns and in its pool's FIFO (3 + 3, with up to 2x spare
+ * capacity), and the payload string's header. No object is kept per event:
+ * the event name is the publisher's own string, the id is rebuilt from the
+ * seq on read. Measured on Node 20 at about 75 bytes (50 of slots, the
+ * string's header); the payload is counted at 2 bytes a character (what a
+ * string with a character past Latin-1 takes), so the bound holds from
+ * above: an ASCII payload of 100 characters is counted 304 bytes and costs
+ * about 175 (benchmark/README.md, "History memory").
  */
-const ENTRY_OVERHEAD = 320
-/** Memory counted per topic that holds history: its log, ring, and map entries (measured about 340 bytes). */
-const TOPIC_OVERHEAD = 360
+const ENTRY_OVERHEAD = 96
+/** Memory counted per topic that holds history: its log, columns, and map entries (measured about 400 bytes). */
+const TOPIC_OVERHEAD = 448
 const FREED_BUCKETS = 4096
-
-interface Entry {
-  readonly ev: HubEvent
-  readonly size: number
-  readonly at: number
-  dropped: boolean
-}
 
 /** A FIFO queue on a growable ring: O(1) push, shift and index. */
 export class Ring<T> {
@@ -74,11 +71,163 @@ export class Ring<T> {
   }
 }
 
+/**
+ * The kept events of one topic, oldest first, as columns on a ring whose
+ * capacity is a power of two: seqs (small integers or doubles, unboxed),
+ * event names, payloads. Appending an event allocates nothing once the
+ * ring has grown to the topic's rate, and nothing it keeps is an object of
+ * its own for the collector to trace or promote.
+ */
+class TopicLog {
+  private seqs: number[] = [0, 0]
+  private names: string[] = ['', '']
+  private datas: string[] = ['', '']
+  private head = 0
+  length = 0
+  /** The highest seq dropped from this topic's history; 0 if none. */
+  trimmedUpTo = 0
+  subscribed = false
+  /** Set when the topic is freed: its entries still in a FIFO are dead. */
+  freed = false
+  constructor (readonly key: string, readonly channel: string, readonly pool: Pool) {}
+
+  push (seq: number, name: string, data: string): void {
+    let cap = this.seqs.length
+    if (this.length === cap) {
+      const seqs = new Array<number>(cap * 2).fill(0)
+      const names = new Array<string>(cap * 2).fill('')
+      const datas = new Array<string>(cap * 2).fill('')
+      for (let i = 0; i < cap; i++) {
+        const j = (this.head + i) & (cap - 1)
+        seqs[i] = this.seqs[j]
+        names[i] = this.names[j]
+        datas[i] = this.datas[j]
+      }
+      this.seqs = seqs
+      this.names = names
+      this.datas = datas
+      this.head = 0
+      cap *= 2
+    }
+    const i = (this.head + this.length) & (cap - 1)
+    this.seqs[i] = seq
+    this.names[i] = name
+    this.datas[i] = data
+    this.length++
+  }
+
+  seqAt (i: number): number {
+    return this.seqs[(this.head + i) & (this.seqs.length - 1)]
+  }
+
+  /** The bytes counted for the event at `i`. */
+  sizeAt (i: number): number {
+    const j = (this.head + i) & (this.seqs.length - 1)
+    return 2 * (this.datas[j].length + this.names[j].length) + ENTRY_OVERHEAD
+  }
+
+  /** The event at `i`, made for a reader (ids from `idOf`). */
+  eventAt (i: number, idOf: (seq: number) => string): HubEvent {
+    const j = (this.head + i) & (this.seqs.length - 1)
+    const seq = this.seqs[j]
+    return { id: idOf(seq), seq, topic: this.key, channel: this.channel, event: this.names[j], data: this.datas[j] }
+  }
+
+  /** Drops the oldest event; the caller has read what it needs of it. */
+  shift (): void {
+    const i = this.head
+    this.names[i] = ''
+    this.datas[i] = ''
+    this.head = (i + 1) & (this.seqs.length - 1)
+    this.length--
+  }
+}
+
+/**
+ * A pool's kept events in publish order (topic, seq, when), as columns, for
+ * age and byte eviction. An entry is dead once its topic has dropped its seq
+ * (`trimmedUpTo`) or been freed: dead entries are skipped lazily, and the
+ * columns compacted once they outnumber the live ones.
+ */
+class Fifo {
+  private topics: Array<TopicLog | null> = new Array(8).fill(null)
+  private seqs: number[] = new Array(8).fill(0)
+  private ats: number[] = new Array(8).fill(0)
+  private head = 0
+  length = 0
+  /** Dead entries still in the columns. */
+  dead = 0
+
+  push (topic: TopicLog, seq: number, at: number): void {
+    let cap = this.seqs.length
+    if (this.length === cap) {
+      this.regrow(cap * 2, false)
+      cap *= 2
+    }
+    const i = (this.head + this.length) & (cap - 1)
+    this.topics[i] = topic
+    this.seqs[i] = seq
+    this.ats[i] = at
+    this.length++
+  }
+
+  /** Whether the oldest entry is dead (its topic no longer holds it). */
+  frontDead (): boolean {
+    const topic = this.topics[this.head] as TopicLog
+    return topic.freed || this.seqs[this.head] <= topic.trimmedUpTo
+  }
+
+  frontTopic (): TopicLog {
+    return this.topics[this.head] as TopicLog
+  }
+
+  frontAt (): number {
+    return this.ats[this.head]
+  }
+
+  shift (): void {
+    this.topics[this.head] = null
+    this.head = (this.head + 1) & (this.seqs.length - 1)
+    this.length--
+  }
+
+  /** Counts one more dead entry; compacts once they outnumber the live ones. */
+  noteDead (): void {
+    if (++this.dead > 1024 && this.dead > this.length / 2) {
+      let cap = this.seqs.length
+      while (cap > 8 && cap / 2 >= (this.length - this.dead) * 2) cap /= 2
+      this.regrow(cap, true)
+      this.dead = 0
+    }
+  }
+
+  private regrow (cap: number, liveOnly: boolean): void {
+    const old = this.seqs.length
+    const topics = new Array<TopicLog | null>(cap).fill(null)
+    const seqs = new Array<number>(cap).fill(0)
+    const ats = new Array<number>(cap).fill(0)
+    let n = 0
+    for (let k = 0; k < this.length; k++) {
+      const j = (this.head + k) & (old - 1)
+      const topic = this.topics[j] as TopicLog
+      if (liveOnly && (topic.freed || this.seqs[j] <= topic.trimmedUpTo)) continue
+      topics[n] = topic
+      seqs[n] = this.seqs[j]
+      ats[n] = this.ats[j]
+      n++
+    }
+    this.topics = topics
+    this.seqs = seqs
+    this.ats = ats
+    this.head = 0
+    this.length = n
+  }
+}
+
 /** A set of topics under one set of bounds: the plugin's, or one channel's own. */
 class Pool {
-  /** Every kept entry in publish order, for age and byte eviction; dropped ones are skipped lazily. */
-  readonly fifo = new Ring<Entry>()
-  fifoDropped = 0
+  /** Every kept entry in publish order, for age and byte eviction. */
+  readonly fifo = new Fifo()
   bytes = 0
   /**
    * A channel's own pool: its ttl counts from a topic's LAST event and drops
@@ -89,14 +238,6 @@ class Pool {
   constructor (readonly limit: number, readonly ttl: number, readonly maxBytes: number, readonly shared: boolean) {
     this.touched = shared ? null : new Map()
   }
-}
-
-class TopicLog {
-  readonly entries = new Ring<Entry>()
-  /** The highest seq dropped from this topic's history; 0 if none. */
-  trimmedUpTo = 0
-  subscribed = false
-  constructor (readonly key: string, readonly pool: Pool) {}
 }
 
 function bucket (key: string): number {
@@ -124,7 +265,11 @@ export class History {
   bytes = 0
   events = 0
 
-  constructor (private readonly limits: HistoryLimits) {
+  /**
+   * `idOf` makes an event's id from its seq when a reader asks for it (the
+   * memory backend's `<epoch>-<seq>`): ids are not kept.
+   */
+  constructor (private readonly limits: HistoryLimits, private readonly idOf: (seq: number) => string = String) {
     this.main = new Pool(limits.history, limits.historyTtl, limits.maxHistoryBytes, true)
     this.pools = [this.main]
   }
@@ -158,10 +303,9 @@ export class History {
     }
     const topic = held ?? this.createTopic(ev.topic, ev.channel)
     const pool = topic.pool
-    const entry: Entry = { ev, size: 2 * (ev.data.length + ev.event.length + ev.id.length) + ENTRY_OVERHEAD, at: now, dropped: false }
-    topic.entries.push(entry)
-    pool.fifo.push(entry)
-    this.count(pool, entry.size)
+    topic.push(ev.seq, ev.event, ev.data)
+    pool.fifo.push(topic, ev.seq, now)
+    this.count(pool, 2 * (ev.data.length + ev.event.length) + ENTRY_OVERHEAD)
     this.events++
     if (!topic.subscribed && pool.shared) {
       this.idle.delete(topic.key)
@@ -171,7 +315,7 @@ export class History {
       pool.touched.delete(topic)
       pool.touched.set(topic, now)
     }
-    if (topic.entries.length > pool.limit) this.dropOldest(topic)
+    if (topic.length > pool.limit) this.dropOldest(topic)
     while (pool.bytes > pool.maxBytes && this.evictFifoFront(pool)) continue
     while (this.idle.size > this.limits.maxIdleTopics) {
       this.freeTopic(this.idle.values().next().value as TopicLog)
@@ -194,7 +338,7 @@ export class History {
     topic.subscribed = subscribed
     if (subscribed) {
       this.idle.delete(key)
-    } else if (topic.entries.length === 0) {
+    } else if (topic.length === 0) {
       this.freeTopic(topic)
     } else if (topic.pool.shared) {
       this.idle.set(key, topic)
@@ -207,7 +351,7 @@ export class History {
    * earlier life of the same key that were dropped still count as trimmed.
    */
   private createTopic (key: string, channel: string): TopicLog {
-    const topic = new TopicLog(key, this.channelPools.get(channel) ?? this.main)
+    const topic = new TopicLog(key, channel, this.channelPools.get(channel) ?? this.main)
     topic.trimmedUpTo = this.freedUpTo[bucket(key)]
     this.topics.set(key, topic)
     this.count(topic.pool, TOPIC_OVERHEAD)
@@ -220,27 +364,26 @@ export class History {
     const topic = this.topics.get(key)
     if (topic === undefined) return { events: [], trimmed: seq < this.freedUpTo[bucket(key)] }
     if (seq < topic.trimmedUpTo) return { events: [], trimmed: true }
-    const entries = topic.entries
     // Binary search for the first entry after seq: history is in seq order.
     let lo = 0
-    let hi = entries.length
+    let hi = topic.length
     while (lo < hi) {
       const mid = (lo + hi) >>> 1
-      if (entries.at(mid).ev.seq <= seq) lo = mid + 1
+      if (topic.seqAt(mid) <= seq) lo = mid + 1
       else hi = mid
     }
     const events: HubEvent[] = []
-    for (let i = lo; i < entries.length; i++) events.push(entries.at(i).ev)
+    for (let i = lo; i < topic.length; i++) events.push(topic.eventAt(i, this.idOf))
     return { events, trimmed: false }
   }
 
   /** The newest `count` events of `key`, oldest first. */
   latest (key: string, count: number, now: number): HubEvent[] {
     this.expire(now)
-    const entries = this.topics.get(key)?.entries
-    if (entries === undefined) return []
+    const topic = this.topics.get(key)
+    if (topic === undefined) return []
     const events: HubEvent[] = []
-    for (let i = Math.max(0, entries.length - count); i < entries.length; i++) events.push(entries.at(i).ev)
+    for (let i = Math.max(0, topic.length - count); i < topic.length; i++) events.push(topic.eventAt(i, this.idOf))
     return events
   }
 
@@ -255,18 +398,18 @@ export class History {
           if (at > cutoff) break
           // Freed whole (its mark kept): a resume from inside it gets reset.
           pool.touched.delete(topic)
-          while (topic.entries.length > 0) this.dropOldest(topic)
+          while (topic.length > 0) this.dropOldest(topic)
         }
         continue
       }
       const fifo = pool.fifo
       for (;;) {
         // Entries already dropped by another bound go first: their age says nothing of the next live one.
-        while (fifo.length > 0 && fifo.at(0).dropped) {
+        while (fifo.length > 0 && fifo.frontDead()) {
           fifo.shift()
-          pool.fifoDropped--
+          fifo.dead--
         }
-        if (fifo.length === 0 || fifo.at(0).at > cutoff) break
+        if (fifo.length === 0 || fifo.frontAt() > cutoff) break
         this.evictFifoFront(pool)
       }
     }
@@ -274,56 +417,46 @@ export class History {
 
   /** Drops the oldest kept entry of `pool`; false when there is none. */
   private evictFifoFront (pool: Pool): boolean {
-    for (;;) {
-      const entry = pool.fifo.shift()
-      if (entry === undefined) return false
-      if (entry.dropped) {
-        pool.fifoDropped--
+    const fifo = pool.fifo
+    while (fifo.length > 0) {
+      const dead = fifo.frontDead()
+      const topic = fifo.frontTopic()
+      fifo.shift()
+      if (dead) {
+        fifo.dead--
         continue
       }
       // The pool's oldest entry is also the oldest of its topic.
-      this.dropOldest(this.topics.get(entry.ev.topic) as TopicLog, true)
+      this.dropOldest(topic, true)
       return true
     }
+    return false
   }
 
   private dropOldest (topic: TopicLog, fromFifo = false): void {
-    const entry = topic.entries.shift() as Entry
-    entry.dropped = true
-    if (!fromFifo) this.noteFifoDropped(topic.pool)
-    this.count(topic.pool, -entry.size)
+    this.count(topic.pool, -topic.sizeAt(0))
+    topic.trimmedUpTo = topic.seqAt(0)
+    topic.shift()
+    if (!fromFifo) topic.pool.fifo.noteDead()
     this.events--
-    topic.trimmedUpTo = entry.ev.seq
-    if (topic.entries.length === 0 && !topic.subscribed) this.freeTopic(topic)
+    if (topic.length === 0 && !topic.subscribed) this.freeTopic(topic)
   }
 
   private freeTopic (topic: TopicLog): void {
-    while (topic.entries.length > 0) {
-      const entry = topic.entries.shift() as Entry
-      entry.dropped = true
-      this.noteFifoDropped(topic.pool)
-      this.count(topic.pool, -entry.size)
+    const fifo = topic.pool.fifo
+    while (topic.length > 0) {
+      this.count(topic.pool, -topic.sizeAt(0))
+      topic.trimmedUpTo = topic.seqAt(0)
+      topic.shift()
       this.events--
-      topic.trimmedUpTo = entry.ev.seq
+      fifo.noteDead()
     }
+    topic.freed = true
     this.topics.delete(topic.key)
     this.idle.delete(topic.key)
     topic.pool.touched?.delete(topic)
     this.count(topic.pool, -TOPIC_OVERHEAD)
     const b = bucket(topic.key)
     if (topic.trimmedUpTo > this.freedUpTo[b]) this.freedUpTo[b] = topic.trimmedUpTo
-  }
-
-  /** Counts a dropped entry left in a FIFO; compacts once they outnumber the live ones. */
-  private noteFifoDropped (pool: Pool): void {
-    if (++pool.fifoDropped > 1024 && pool.fifoDropped > pool.fifo.length / 2) {
-      const live: Entry[] = []
-      while (pool.fifo.length > 0) {
-        const e = pool.fifo.shift() as Entry
-        if (!e.dropped) live.push(e)
-      }
-      for (const e of live) pool.fifo.push(e)
-      pool.fifoDropped = 0
-    }
   }
 }

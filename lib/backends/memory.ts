@@ -23,7 +23,7 @@ export class MemoryBackend implements Backend {
   async start (host: BackendHost, limits: HistoryLimits): Promise<void> {
     this.host = host
     this.limits = limits
-    this.store = new History(limits)
+    this.store = new History(limits, seq => formatId(this.epoch, seq))
     for (const [channel, bounds] of this.bounds) this.store.setChannel(channel, bounds)
     this.epoch = newEpoch()
   }
