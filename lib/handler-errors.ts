@@ -34,6 +34,9 @@ const DONE = 3
 type State = null | typeof RUNNING | typeof CALLED | typeof DONE | PromiseLike<unknown>
 type Stateful = FastifyRequest & { [kState]: State }
 
+/** Set in the config of every route whose handler is wrapped (Fastify binds handlers, so the function itself is not seen again). */
+const kWatched = Symbol('fastify-sse-hub.watched')
+
 const HANDLER_ERROR = 'tracing:fastify.request.handler:error'
 let fallbackUsers = 0
 function onHandlerError (message: unknown): void {
@@ -57,7 +60,7 @@ export function watchHandlers (fastify: FastifyInstance): { opened: (reply: Fast
   fastify.decorateRequest(kState as unknown as string, null)
   fastify.addHook('onRoute', (route: RouteOptions) => {
     const handler = route.handler
-    route.handler = function sseWatched (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
+    const wrapped = function sseWatched (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply): unknown {
       const req = request as Stateful
       req[kState] = RUNNING
       let result: unknown
@@ -76,7 +79,9 @@ export function watchHandlers (fastify: FastifyInstance): { opened: (reply: Fast
         else req[kState] = result
       }
       return result
-    } as typeof handler
+    }
+    route.handler = wrapped as typeof handler
+    route.config = { ...route.config, [kWatched]: true }
   })
   let subscribed = false
   fastify.addHook('onClose', async () => {
@@ -89,8 +94,10 @@ export function watchHandlers (fastify: FastifyInstance): { opened: (reply: Fast
       const state = req[kState] as State
       if (state === RUNNING) req[kState] = CALLED
       else if (state === null) {
-        // A route this plugin could not wrap (declared before it).
-        if (!subscribed) {
+        // Called before the handler ran (from a hook: once the stream opens,
+        // Fastify does not run the handler), or on a route this plugin could
+        // not wrap (declared before it): only the latter needs the fallback.
+        if (!subscribed && (reply.request.routeOptions.config as { [kWatched]?: boolean } | undefined)?.[kWatched] !== true) {
           subscribed = true
           if (fallbackUsers++ === 0) subscribe(HANDLER_ERROR, onHandlerError)
         }

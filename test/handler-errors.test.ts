@@ -75,6 +75,28 @@ t.test('an async handler that opens its stream after an await, then rejects: tha
   t.equal(hasSubscribers(HANDLER_ERROR), false, 'still no channel listener')
 })
 
+t.test('reply.sse() from a preHandler hook of a wrapped route: the stream works, no channel listener', async t => {
+  let ticks!: { publish: (event: 'tick', data: { n: number }) => Promise<string> }
+  const { url } = await makeApp(t, app => {
+    const ch = app.sse.channel('ticks', { events: { tick: Type.Object({ n: Type.Integer() }) } })
+    ticks = ch
+    app.get('/hooked', {
+      preHandler: (req, reply, done) => {
+        reply.sse({ subscribe: [ch] })
+        done()
+      }
+    }, async () => undefined)
+  })
+  const c = await SseClient.open(url + '/hooked')
+  t.equal(c.status, 200)
+  await c.until('head', () => c.heads.length === 1)
+  const id = await ticks.publish('tick', { n: 1 })
+  await c.waitEvents(1)
+  t.equal(c.events[0].id, id, 'it gets events')
+  t.equal(hasSubscribers(HANDLER_ERROR), false, 'a hook calling reply.sse() does not turn the fallback on')
+  c.close()
+})
+
 t.test('a route declared before the plugin loaded (not wrapped): the diagnostics channel is the fallback', async t => {
   const app = Fastify({ logger: false })
   t.teardown(() => app.close())
