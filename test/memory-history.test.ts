@@ -1,16 +1,16 @@
 /**
- * Unit tests of lib/backends/memory-history.ts: the `Ring` FIFO against an
+ * Unit tests of lib/backends/memory-history.ts and memory-columns.ts: the columns against an
  * array model, and the memory backend's `History` store: its four bounds,
  * the trimmed mark that turns every loss into a `reset`, and its byte count.
  * Pure: time is passed in as `now`, no timers, no server.
  */
 import t from 'tap'
-import { Ring, History } from '../lib/backends/memory-history.js'
+import { History } from '../lib/backends/memory-history.js'
+import { ENTRY_OVERHEAD, Pool, TopicLog } from '../lib/backends/memory-columns.js'
 import type { HubEvent, HistoryLimits } from '../lib/backend.js'
 import { prng } from './helpers/prng.js'
 
-/** Per-entry and per-topic overheads the store counts (lib/backends/memory-history.ts). */
-const ENTRY_OVERHEAD = 96
+/** The per-topic overhead the store counts (lib/backends/memory-history.ts). */
 const TOPIC_OVERHEAD = 448
 
 /** Ids are not kept: the store makes them from the seq with its `idOf` (String by default). */
@@ -33,50 +33,63 @@ function seqs (events: HubEvent[]): number[] {
   return events.map(e => e.seq)
 }
 
-t.test('Ring: push, shift and at match an array through growth and wrap-around', async t => {
+t.test('TopicLog columns: push, shift and read match an array through growth and wrap-around', async t => {
   const random = prng(13)
-  const ring = new Ring<number>()
-  const model: number[] = []
+  const log = new TopicLog('k', 'c', new Pool(1e9, 0, 1e9, true))
+  const model: HubEvent[] = []
   let next = 0
   let maxLength = 0
-  let wraps = 0
   for (let op = 0; op < 30_000; op++) {
-    const r = random()
     // Phases of mostly pushing and mostly shifting, so the ring grows, wraps and drains many times.
     const pushBias = Math.floor(op / 2_000) % 2 === 0 ? 0.7 : 0.3
-    if (r < pushBias) {
-      ring.push(next)
-      model.push(next)
-      next++
+    if (random() < pushBias || model.length === 0) {
+      // Seqs past 2^31 too: the seq column must hold doubles.
+      const e: HubEvent = { id: String(++next * 262_144), seq: next * 262_144, topic: 'k', channel: 'c', event: `e${next % 3}`, data: `{"n":${next}}` }
+      log.push(e.seq, e.event, e.data)
+      model.push(e)
     } else {
-      const got = ring.shift()
-      const want = model.shift()
-      if (got !== want) return t.fail(`op ${op}: shift gave ${String(got)}, want ${String(want)}`)
-      if (want === undefined) wraps++
+      const want = model.shift() as HubEvent
+      if (log.seqAt(0) !== want.seq) return t.fail(`op ${op}: oldest seq ${log.seqAt(0)}, want ${want.seq}`)
+      if (log.sizeAt(0) !== 2 * (want.data.length + want.event.length) + ENTRY_OVERHEAD) return t.fail(`op ${op}: size`)
+      log.shift()
     }
-    if (ring.length !== model.length) return t.fail(`op ${op}: length ${ring.length}, want ${model.length}`)
+    if (log.length !== model.length) return t.fail(`op ${op}: length ${log.length}, want ${model.length}`)
     maxLength = Math.max(maxLength, model.length)
-    if (model.length > 0) {
-      for (const i of [0, model.length - 1, Math.floor(random() * model.length)]) {
-        if (ring.at(i) !== model[i]) return t.fail(`op ${op}: at(${i}) gave ${ring.at(i)}, want ${model[i]}`)
-      }
+    for (const i of model.length > 0 ? [0, model.length - 1, Math.floor(random() * model.length)] : []) {
+      const got = log.eventAt(i, String)
+      if (JSON.stringify(got) !== JSON.stringify(model[i])) return t.fail(`op ${op}: event ${i} ${JSON.stringify(got)}, want ${JSON.stringify(model[i])}`)
     }
   }
   t.ok(maxLength > 500, `grew well past its first size (longest ${maxLength})`)
-  t.ok(wraps > 0, `was emptied and shifted when empty (${wraps} times)`)
+  t.ok(next * 262_144 > 2 ** 31, 'seqs went past 2^31')
   t.pass('30,000 seeded operations agree with the array model')
 })
 
-t.test('Ring: shift on an empty ring gives undefined, and it keeps working after', async t => {
-  const ring = new Ring<string>()
-  t.equal(ring.shift(), undefined)
-  t.equal(ring.length, 0)
-  for (let i = 0; i < 7; i++) ring.push(String(i))
-  for (let i = 0; i < 5; i++) ring.shift()
-  // head is at 5 of 8: the next 6 pushes wrap around the end, the 9th grows it.
-  for (let i = 7; i < 20; i++) ring.push(String(i))
-  t.equal(ring.length, 15)
-  t.same(Array.from({ length: ring.length }, (_, i) => ring.at(i)), Array.from({ length: 15 }, (_, i) => String(i + 5)))
+t.test('Fifo columns: the front is dead once its topic dropped that seq or was freed; compaction keeps order', async t => {
+  const pool = new Pool(1e9, 0, 1e9, true)
+  const a = new TopicLog('a', 'c', pool)
+  const b = new TopicLog('b', 'c', pool)
+  const fifo = pool.fifo
+  for (let s = 1; s <= 3000; s++) fifo.push(s % 2 === 0 ? a : b, s, s * 10)
+  t.equal(fifo.frontDead(), false)
+  b.trimmedUpTo = 1
+  fifo.noteDead()
+  t.equal(fifo.frontDead(), true, 'b dropped seq 1: dead')
+  // a is freed: its 1,500 entries die, counted one by one; once the dead
+  // outnumber the live (and are past 1,024) the columns compact.
+  a.freed = true
+  for (let i = 0; i < 1499; i++) fifo.noteDead()
+  t.equal(fifo.length, 3000, 'half dead: not yet compacted')
+  fifo.noteDead()
+  t.equal(fifo.length, 1499, "compacted to b's live entries")
+  t.equal(fifo.dead, 0, 'the dead count restarts at the compaction')
+  const seen: number[] = []
+  while (fifo.length > 0) {
+    t.equal(fifo.frontTopic(), b)
+    seen.push(fifo.frontAt())
+    fifo.shift()
+  }
+  t.same(seen, Array.from({ length: 1499 }, (_, i) => (2 * i + 3) * 10), "b's entries, in publish order")
 })
 
 t.test('history: each topic keeps its newest `history` events', async t => {
