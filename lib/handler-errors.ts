@@ -39,9 +39,14 @@ const kWatched = Symbol('fastify-sse-hub.watched')
 
 const HANDLER_ERROR = 'tracing:fastify.request.handler:error'
 let fallbackUsers = 0
+/** The handler of `reply`'s request failed: its stream, if one opened, ends. */
+function failed (reply: FastifyReply | undefined, err: unknown): void {
+  streamOf(reply?.raw)?.handlerFailed(err)
+}
+
 function onHandlerError (message: unknown): void {
   const store = message as { reply?: FastifyReply, error?: unknown } | null
-  streamOf(store?.reply?.raw)?.handlerFailed(store?.error)
+  failed(store?.reply, store?.error)
 }
 
 function isThenable (value: unknown): value is PromiseLike<unknown> {
@@ -52,7 +57,7 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
 function watch (pending: PromiseLike<unknown>, reply: FastifyReply): void {
   // The handler returned the stream itself: awaiting it means the stream's end, never a handler error.
   if (pending === streamOf(reply.raw)) return
-  pending.then(undefined, (err: unknown) => { streamOf(reply.raw)?.handlerFailed(err) })
+  pending.then(undefined, (err: unknown) => { failed(reply, err) })
 }
 
 /** Installs the watch on `fastify`: every route declared from now on, in every context, has its handler wrapped. */
@@ -68,7 +73,7 @@ export function watchHandlers (fastify: FastifyInstance): { opened: (reply: Fast
         result = handler.call(this, request, reply)
       } catch (err) {
         req[kState] = DONE
-        streamOf(reply.raw)?.handlerFailed(err)
+        failed(reply, err)
         throw err
       }
       const state = req[kState] as State

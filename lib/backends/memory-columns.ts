@@ -19,6 +19,11 @@ import type { HubEvent } from '../backend.js'
  * about 175 (benchmark/README.md, "History memory").
  */
 export const ENTRY_OVERHEAD = 96
+
+/** The bytes counted for one kept event (see ENTRY_OVERHEAD). */
+export function entrySize (name: string, data: string): number {
+  return 2 * (data.length + name.length) + ENTRY_OVERHEAD
+}
 /**
  * The kept events of one topic, oldest first, as columns on a ring whose
  * capacity is a power of two: seqs (small integers or doubles, unboxed),
@@ -71,7 +76,12 @@ export class TopicLog {
   /** The bytes counted for the event at `i`. */
   sizeAt (i: number): number {
     const j = (this.head + i) & (this.seqs.length - 1)
-    return 2 * (this.datas[j].length + this.names[j].length) + ENTRY_OVERHEAD
+    return entrySize(this.names[j], this.datas[j])
+  }
+
+  /** Whether this topic still holds `seq` (not dropped, not freed): a FIFO entry for it is live. */
+  holds (seq: number): boolean {
+    return !this.freed && seq > this.trimmedUpTo
   }
 
   /** The event at `i`, made for a reader (ids from `idOf`). */
@@ -119,10 +129,12 @@ export class Fifo {
     this.length++
   }
 
-  /** Whether the oldest entry is dead (its topic no longer holds it). */
-  frontDead (): boolean {
-    const topic = this.topics[this.head] as TopicLog
-    return topic.freed || this.seqs[this.head] <= topic.trimmedUpTo
+  /** Drops the dead entries at the front: the oldest left, if any, is live. */
+  skipDead (): void {
+    while (this.length > 0 && !(this.topics[this.head] as TopicLog).holds(this.seqs[this.head])) {
+      this.shift()
+      this.dead--
+    }
   }
 
   frontTopic (): TopicLog {
@@ -158,7 +170,7 @@ export class Fifo {
     for (let k = 0; k < this.length; k++) {
       const j = (this.head + k) & (old - 1)
       const topic = this.topics[j] as TopicLog
-      if (liveOnly && (topic.freed || this.seqs[j] <= topic.trimmedUpTo)) continue
+      if (liveOnly && !topic.holds(this.seqs[j])) continue
       topics[n] = topic
       seqs[n] = this.seqs[j]
       ats[n] = this.ats[j]

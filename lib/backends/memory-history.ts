@@ -15,7 +15,7 @@
  * topics are bounded by its bytes and age rather than by `maxIdleTopics`.
  */
 import type { ChannelHistory, HistoryLimits, HubEvent } from '../backend.js'
-import { ENTRY_OVERHEAD, Pool, TopicLog } from './memory-columns.js'
+import { entrySize, Pool, TopicLog } from './memory-columns.js'
 
 /** What one topic's history holds after a seq. */
 interface TopicAfter {
@@ -94,7 +94,7 @@ export class History {
     const pool = topic.pool
     topic.push(ev.seq, ev.event, ev.data)
     pool.fifo.push(topic, ev.seq, now)
-    this.count(pool, 2 * (ev.data.length + ev.event.length) + ENTRY_OVERHEAD)
+    this.count(pool, entrySize(ev.event, ev.data))
     this.events++
     if (!topic.subscribed && pool.shared) {
       this.idle.delete(topic.key)
@@ -194,10 +194,7 @@ export class History {
       const fifo = pool.fifo
       for (;;) {
         // Entries already dropped by another bound go first: their age says nothing of the next live one.
-        while (fifo.length > 0 && fifo.frontDead()) {
-          fifo.shift()
-          fifo.dead--
-        }
+        fifo.skipDead()
         if (fifo.length === 0 || fifo.frontAt() > cutoff) break
         this.evictFifoFront(pool)
       }
@@ -207,38 +204,33 @@ export class History {
   /** Drops the oldest kept entry of `pool`; false when there is none. */
   private evictFifoFront (pool: Pool): boolean {
     const fifo = pool.fifo
-    while (fifo.length > 0) {
-      const dead = fifo.frontDead()
-      const topic = fifo.frontTopic()
-      fifo.shift()
-      if (dead) {
-        fifo.dead--
-        continue
-      }
-      // The pool's oldest entry is also the oldest of its topic.
-      this.dropOldest(topic, true)
-      return true
-    }
-    return false
+    fifo.skipDead()
+    if (fifo.length === 0) return false
+    const topic = fifo.frontTopic()
+    fifo.shift()
+    // The pool's oldest entry is also the oldest of its topic.
+    this.dropOldest(topic, true)
+    return true
   }
 
-  private dropOldest (topic: TopicLog, fromFifo = false): void {
+  /** Drops `topic`'s oldest event (its bytes, and its mark); its FIFO entry stays, dead. */
+  private shiftTopic (topic: TopicLog): void {
     this.count(topic.pool, -topic.sizeAt(0))
     topic.trimmedUpTo = topic.seqAt(0)
     topic.shift()
-    if (!fromFifo) topic.pool.fifo.noteDead()
     this.events--
+  }
+
+  private dropOldest (topic: TopicLog, fromFifo = false): void {
+    this.shiftTopic(topic)
+    if (!fromFifo) topic.pool.fifo.noteDead()
     if (topic.length === 0 && !topic.subscribed) this.freeTopic(topic)
   }
 
   private freeTopic (topic: TopicLog): void {
-    const fifo = topic.pool.fifo
     while (topic.length > 0) {
-      this.count(topic.pool, -topic.sizeAt(0))
-      topic.trimmedUpTo = topic.seqAt(0)
-      topic.shift()
-      this.events--
-      fifo.noteDead()
+      this.shiftTopic(topic)
+      topic.pool.fifo.noteDead()
     }
     topic.freed = true
     this.topics.delete(topic.key)
