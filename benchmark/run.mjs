@@ -8,7 +8,8 @@
 //            --window <ms>  (every measured window this long: a short look, not for RESULTS.md)
 //            --out <file.jsonl>  --resume <file.jsonl>  --no-pin  --no-report
 //            --profile  (CPU profile of the plugin server: N=10,000 closed loop, or with
-//                        --cases targeted the first targeted shape; --systems x profiles x)
+//                        --cases targeted the first targeted shape; --systems x profiles x;
+//                        --inflight 1: the fan-out at one event in flight)
 //            --profile --alloc  (the same run, sampling allocations over the window instead of CPU)
 //            --dist-b <dir/esm>  (adds system plugin-b: the plugin from another build, for A/B runs)
 //            --node-args '--trace-gc ...'  --server-log <file>  (the subscribers' server only: extra
@@ -52,6 +53,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--cases') opt.cases = argv[++i].split(',')
   else if (a === '--shapes') opt.shapes = argv[++i].split(',')
   else if (a === '--window') opt.windowMs = Number(argv[++i])
+  else if (a === '--inflight') opt.inflight = Number(argv[++i])
   else if (a === '--out') opt.out = argv[++i]
   else if (a === '--resume') opt.resume = argv[++i]
   else if (a === '--help' || a === '-h') {
@@ -761,8 +763,9 @@ async function profileRun () {
     name = `profile-${sys.name}-targeted-${sh.topics}x${sh.n / sh.topics}`
   } else {
     const n = opt.ns?.[0] ?? 10000
-    c = { rep: 0, kind: 'profile', n, topics: 1, sys, scenarios: [{ kind: 'closed', inflight: 8, warmupMs: 500, windowMs, drainMs: 5000 }] }
-    name = `profile-${sys.name}-${n}`
+    const inflight = opt.inflight ?? 8
+    c = { rep: 0, kind: 'profile', n, topics: 1, sys, scenarios: [{ kind: inflight === 1 ? 'latency' : 'closed', inflight, warmupMs: 500, windowMs, drainMs: 5000 }] }
+    name = `profile-${sys.name}-${n}${inflight === 8 ? '' : `-inflight${inflight}`}`
   }
   if (opt.alloc) {
     const [rec] = (await runCase({ ...c, alloc: true })).filter(r => r.type === 'scenario')
