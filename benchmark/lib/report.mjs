@@ -47,6 +47,12 @@ function mmm (runs, get, f = si) {
   return `${f(med)} [${f(Math.min(...xs))}–${f(Math.max(...xs))}]`
 }
 
+/** A ratio to two decimals, for a target's verdict near its bound. */
+function ratio2 (a, b) {
+  if (a == null || b == null || b === 0) return '–'
+  return (a / b).toFixed(2) + '×'
+}
+
 function ratio (a, b) {
   if (a == null || b == null || b === 0) return '–'
   const r = a / b
@@ -245,6 +251,13 @@ export function writeReport (file, dir) {
       return `${ratio(r, m)} at N = ${n.toLocaleString('en-US')}`
     }
     if (rd8 != null) L.push(`- Redis (2 instances), 8 in flight, ≥ 80% of the memory backend's fan-out: ${ratio(rd8, pl8)} (${si(rd8)} vs ${si(pl8)} deliveries/s) — ${verdict(pl8 != null ? rd8 >= 0.8 * pl8 : null)}. At every N: ${ns.map(rdLine).join(', ')}.`)
+    // Issue 15: broadcast stays where it was, beside the targeted work.
+    const ce8 = dps('fanout', nMax, 'ceiling')
+    const ce1 = med(get('fanout', nMax, 'ceiling', 'latency', 1), r => r.eventsPerSec)
+    if (pl8 != null && fl8 != null) {
+      const ceiling = (c, f) => c != null ? `; the ceiling: ${ratio2(c, f)}` : ''
+      L.push(`- Issue 15, broadcast stays: 8 in flight ≥ 9× the floor: ${ratio2(pl8, fl8)}${ceiling(ce8, fl8)} — ${verdict(pl8 >= 9 * fl8)}; 1 in flight ≥ 1.5× the floor: ${ratio2(pl1, fl1)}${ceiling(ce1, fl1)} — ${verdict(pl1 != null && fl1 != null ? pl1 >= 1.5 * fl1 : null)}.`)
+    }
     L.push('')
     L.push('![deliveries/s against N, per system](chart.svg)')
     L.push('')
@@ -353,16 +366,21 @@ export function writeReport (file, dir) {
       const flP = tP99(one, 'floor')
       const plR = tMed(one, 'plugin', r => r.rssEnd)
       const fsR = tMed(one, 'fastify-sse', r => r.rssEnd)
-      L.push(`- ${one.topics.toLocaleString('en-US')} × 1: ≥ 1.25× the floor: ${ratio(pl, fl)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.25 * fl : null)}; ≥ 1.15× @fastify/sse: ${ratio(pl, fs)} — ${verdict(both(pl, fs) ? pl >= 1.15 * fs : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}; RSS ≤ 1.2× @fastify/sse's: ${mib(plR)} vs ${mib(fsR)} MiB (${ratio(plR, fsR)}) — ${verdict(both(plR, fsR) ? plR <= 1.2 * fsR : null)}.`)
+      L.push(`- ${one.topics.toLocaleString('en-US')} × 1: ≥ 1.25× the floor: ${ratio2(pl, fl)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.25 * fl : null)}; ≥ 1.15× @fastify/sse: ${ratio2(pl, fs)} — ${verdict(both(pl, fs) ? pl >= 1.15 * fs : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}; RSS ≤ 1.2× @fastify/sse's: ${mib(plR)} vs ${mib(fsR)} MiB (${ratio(plR, fsR)}) — ${verdict(both(plR, fsR) ? plR <= 1.2 * fsR : null)}.`)
       const rd = tDps(one, 'plugin-redis')
-      if (rd != null) L.push(`- ${one.topics.toLocaleString('en-US')} × 1 on Redis (2 instances) ≥ 0.8× the memory backend: ${ratio(rd, pl)} (${si(rd)} vs ${si(pl)}) — ${verdict(pl != null ? rd >= 0.8 * pl : null)}.`)
+      const ce = tDps(one, 'ceiling')
+      if (ce != null && fl != null) L.push(`  The ceiling (one shared chunk per turn, no framework) measured ${ratio2(ce, fl)} the floor in the same run.`)
+      const core1 = tMed(one, 'plugin-redis', r => Array.isArray(r.auxCpuFrac) ? r.auxCpuFrac[0] + r.auxCpuFrac[1] + r.clientCpuFrac : null)
+      if (rd != null) L.push(`- ${one.topics.toLocaleString('en-US')} × 1 on Redis (2 instances) ≥ 0.8× the memory backend: ${ratio2(rd, pl)} (${si(rd)} vs ${si(pl)}) — ${verdict(pl != null ? rd >= 0.8 * pl : null)}.${core1 != null ? ` The core shared by instance A, redis-server and the load client was ${(core1 * 100).toFixed(0)}% busy (below: where the CPU goes).` : ''}`)
     }
     if (ten) {
       const pl = tDps(ten, 'plugin')
       const fl = tDps(ten, 'floor')
       const plP = tP99(ten, 'plugin')
       const flP = tP99(ten, 'floor')
-      L.push(`- ${ten.topics.toLocaleString('en-US')} × 10: ≥ 1.3× the floor: ${ratio(pl, fl)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.3 * fl : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}.`)
+      L.push(`- ${ten.topics.toLocaleString('en-US')} × 10: ≥ 1.3× the floor: ${ratio2(pl, fl)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.3 * fl : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}.`)
+      const ce = tDps(ten, 'ceiling')
+      if (ce != null && fl != null) L.push(`  The ceiling measured ${ratio2(ce, fl)} the floor in the same run.`)
     }
     L.push('')
   }
@@ -438,18 +456,28 @@ export function writeReport (file, dir) {
 
   // ---------------- redis extra
   if (systems.includes('plugin-redis')) {
-    const rr = ok(scen.filter(r => r.system === 'plugin-redis' && r.case === 'fanout' && r.scenario === 'closed'))
-    if (rr.length) {
+    const redisRows = ok(scen.filter(r => r.system === 'plugin-redis' && Array.isArray(r.auxCpuFrac) &&
+      ((r.case === 'fanout' && r.scenario === 'closed') || r.case === 'targeted')))
+    if (redisRows.length) {
       L.push('## Redis variant: where the CPU goes')
       L.push('')
-      L.push('Server CPU per delivery above is instance B\'s (the one holding the subscribers). Instance A (receives the POSTs, publishes to Redis) and redis-server, closed loop, 8 in flight, share of one core:')
+      L.push('Server CPU per delivery above is instance B\'s (the one holding the subscribers, alone on core ' + (m.pinning?.server ?? 0) + '). Instance A (receives the POSTs, publishes to Redis), redis-server and the load client share the other core: their shares of one core, medians, and the CPU each spends per delivery. When the last column nears 100%, that core sets the rate, not instance B.')
       L.push('')
-      L.push('| N | instance B | instance A | redis-server |')
-      L.push('|---:|---:|---:|---:|')
-      for (const n of ns) {
-        const g = rr.filter(r => r.n === n)
+      L.push('| case | instance B | instance A | redis-server | load client | A + redis + client | µs per delivery: B / A / redis |')
+      L.push('|---|---:|---:|---:|---:|---:|---:|')
+      const pct = (x) => `${(x * 100).toFixed(0)}%`
+      const cases = [
+        ...ns.map(n => ({ label: `fan-out, N = ${n.toLocaleString('en-US')}, 8 in flight`, rows: redisRows.filter(r => r.case === 'fanout' && r.n === n) })),
+        ...[...new Set(redisRows.filter(r => r.case === 'targeted').map(r => r.topics))].map(topics => {
+          const rows = redisRows.filter(r => r.case === 'targeted' && r.topics === topics)
+          const per = rows[0].n / topics
+          return { label: `targeted, ${topics.toLocaleString('en-US')} topics × ${per} subscriber${per === 1 ? '' : 's'}, ${rows[0].inflight} in flight`, rows }
+        })
+      ]
+      for (const { label, rows: g } of cases) {
         if (!g.length) continue
-        L.push(`| ${n.toLocaleString('en-US')} | ${(median(g.map(r => r.serverCpuFrac)) * 100).toFixed(0)}% | ${(median(g.map(r => r.auxCpuFrac[0])) * 100).toFixed(0)}% | ${(median(g.map(r => r.auxCpuFrac[1])) * 100).toFixed(0)}% |`)
+        const perDeliv = (frac) => median(g.map(r => frac(r) * r.windowMs * 1000 / Math.max(1, r.deliveries)))
+        L.push(`| ${label} | ${pct(median(g.map(r => r.serverCpuFrac)))} | ${pct(median(g.map(r => r.auxCpuFrac[0])))} | ${pct(median(g.map(r => r.auxCpuFrac[1])))} | ${pct(median(g.map(r => r.clientCpuFrac)))} | ${pct(median(g.map(r => r.auxCpuFrac[0] + r.auxCpuFrac[1] + r.clientCpuFrac)))} | ${perDeliv(r => r.serverCpuFrac).toFixed(1)} / ${perDeliv(r => r.auxCpuFrac[0]).toFixed(1)} / ${perDeliv(r => r.auxCpuFrac[1]).toFixed(1)} |`)
       }
       L.push('')
     }
