@@ -350,6 +350,18 @@ export function writeReport (file, dir) {
         L.push(`| ${LABEL[s]} | ${mmm(good, r => r.deliveriesPerSec)} | ${s === 'floor' ? '1×' : ratio(v, tDps(sh, 'floor'))} | ${s === 'fastify-sse' ? '1×' : ratio(v, tDps(sh, 'fastify-sse'))} | ${mmm(good, r => r.cpuUsPerDelivery, x => x.toFixed(1))} | ${mmm(good, r => r.gc?.share != null ? r.gc.share * 100 : null, x => x.toFixed(1) + '%')} | ${mmm(lat, r => r.latencyMs.p50, msf)} | ${mmm(lat, r => r.latencyMs.p99, msf)} | ${mmm(lat, r => r.latencyMs.max, msf)} | ${mmm(good, r => r.rssEnd, mib)} | ${mmm(good, r => r.deliveriesPerWrite, x => x.toFixed(2))} | ${mmm(good, r => r.serverCpuFrac * 100, x => x.toFixed(0) + '%')} | ${mmm(good, r => r.clientCpuFrac * 100, x => x.toFixed(0) + '%')} | ${mmm(good, r => r.foreignLoad, x => x.toFixed(2))} | ${good.length}/${runs.length} |`)
       }
       L.push('')
+      // The machine's speed drifts between repetitions (and between runs)
+      // more than the systems differ here, so the pairs measured minutes
+      // apart, in the same repetition, are the sturdier comparison.
+      const pairs = systems.filter(s => s !== 'plugin' && s !== 'plugin-redis').map(s => {
+        const rs = ok(tRuns(sh, 'plugin')).map(p => {
+          const o = ok(tRuns(sh, s)).find(r => r.rep === p.rep)
+          return o ? p.deliveriesPerSec / o.deliveriesPerSec : null
+        }).filter(x => x != null)
+        return rs.length ? `${LABEL[s]} ${median(rs).toFixed(2)}× [${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}]` : null
+      }).filter(Boolean)
+      if (pairs.length) L.push(`Plugin ÷ each system within the same repetition (median [min–max] over repetitions): ${pairs.join('; ')}.`)
+      L.push('')
     }
     // Issue 15's targets (same-run ratios of medians).
     const verdict = (cond) => cond == null ? 'not measured' : cond ? '**met**' : '**not met**'
