@@ -47,15 +47,11 @@ function mmm (runs, get, f = si) {
   return `${f(med)} [${f(Math.min(...xs))}–${f(Math.max(...xs))}]`
 }
 
-/** A ratio to two decimals, for a target's verdict near its bound. */
-function ratio2 (a, b) {
-  if (a == null || b == null || b === 0) return '–'
-  return (a / b).toFixed(2) + '×'
-}
-
-function ratio (a, b) {
+/** `a / b` as "1.2×"; with `digits`, to that many decimals (a target's verdict near its bound). */
+function ratio (a, b, digits) {
   if (a == null || b == null || b === 0) return '–'
   const r = a / b
+  if (digits !== undefined) return r.toFixed(digits) + '×'
   return (r >= 10 ? r.toFixed(0) : r >= 1 ? r.toFixed(1) : r.toFixed(2)) + '×'
 }
 
@@ -255,8 +251,8 @@ export function writeReport (file, dir) {
     const ce8 = dps('fanout', nMax, 'ceiling')
     const ce1 = med(get('fanout', nMax, 'ceiling', 'latency', 1), r => r.eventsPerSec)
     if (pl8 != null && fl8 != null) {
-      const ceiling = (c, f) => c != null ? `; the ceiling: ${ratio2(c, f)}` : ''
-      L.push(`- Issue 15, broadcast stays: 8 in flight ≥ 9× the floor: ${ratio2(pl8, fl8)}${ceiling(ce8, fl8)} — ${verdict(pl8 >= 9 * fl8)}; 1 in flight ≥ 1.5× the floor: ${ratio2(pl1, fl1)}${ceiling(ce1, fl1)} — ${verdict(pl1 != null && fl1 != null ? pl1 >= 1.5 * fl1 : null)}.`)
+      const ceiling = (c, f) => c != null ? `; the ceiling: ${ratio(c, f, 2)}` : ''
+      L.push(`- Issue 15, broadcast stays: 8 in flight ≥ 9× the floor: ${ratio(pl8, fl8, 2)}${ceiling(ce8, fl8)} — ${verdict(pl8 >= 9 * fl8)}; 1 in flight ≥ 1.5× the floor: ${ratio(pl1, fl1, 2)}${ceiling(ce1, fl1)} — ${verdict(pl1 != null && fl1 != null ? pl1 >= 1.5 * fl1 : null)}.`)
     }
     L.push('')
     L.push('![deliveries/s against N, per system](chart.svg)')
@@ -354,8 +350,9 @@ export function writeReport (file, dir) {
       // more than the systems differ here, so the pairs measured minutes
       // apart, in the same repetition, are the sturdier comparison.
       const pairs = systems.filter(s => s !== 'plugin' && s !== 'plugin-redis').map(s => {
+        const theirs = ok(tRuns(sh, s))
         const rs = ok(tRuns(sh, 'plugin')).map(p => {
-          const o = ok(tRuns(sh, s)).find(r => r.rep === p.rep)
+          const o = theirs.find(r => r.rep === p.rep)
           return o ? p.deliveriesPerSec / o.deliveriesPerSec : null
         }).filter(x => x != null)
         return rs.length ? `${LABEL[s]} ${median(rs).toFixed(2)}× [${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}]` : null
@@ -378,21 +375,21 @@ export function writeReport (file, dir) {
       const flP = tP99(one, 'floor')
       const plR = tMed(one, 'plugin', r => r.rssEnd)
       const fsR = tMed(one, 'fastify-sse', r => r.rssEnd)
-      L.push(`- ${one.topics.toLocaleString('en-US')} × 1: ≥ 1.25× the floor: ${ratio2(pl, fl)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.25 * fl : null)}; ≥ 1.15× @fastify/sse: ${ratio2(pl, fs)} — ${verdict(both(pl, fs) ? pl >= 1.15 * fs : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}; RSS ≤ 1.2× @fastify/sse's: ${mib(plR)} vs ${mib(fsR)} MiB (${ratio(plR, fsR)}) — ${verdict(both(plR, fsR) ? plR <= 1.2 * fsR : null)}.`)
+      L.push(`- ${one.topics.toLocaleString('en-US')} × 1: ≥ 1.25× the floor: ${ratio(pl, fl, 2)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.25 * fl : null)}; ≥ 1.15× @fastify/sse: ${ratio(pl, fs, 2)} — ${verdict(both(pl, fs) ? pl >= 1.15 * fs : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}; RSS ≤ 1.2× @fastify/sse's: ${mib(plR)} vs ${mib(fsR)} MiB (${ratio(plR, fsR)}) — ${verdict(both(plR, fsR) ? plR <= 1.2 * fsR : null)}.`)
       const rd = tDps(one, 'plugin-redis')
       const ce = tDps(one, 'ceiling')
-      if (ce != null && fl != null) L.push(`  The ceiling (one shared chunk per turn, no framework) measured ${ratio2(ce, fl)} the floor in the same run.`)
+      if (ce != null && fl != null) L.push(`  The ceiling (one shared chunk per turn, no framework) measured ${ratio(ce, fl, 2)} the floor in the same run.`)
       const core1 = tMed(one, 'plugin-redis', r => Array.isArray(r.auxCpuFrac) ? r.auxCpuFrac[0] + r.auxCpuFrac[1] + r.clientCpuFrac : null)
-      if (rd != null) L.push(`- ${one.topics.toLocaleString('en-US')} × 1 on Redis (2 instances) ≥ 0.8× the memory backend: ${ratio2(rd, pl)} (${si(rd)} vs ${si(pl)}) — ${verdict(pl != null ? rd >= 0.8 * pl : null)}.${core1 != null ? ` The core shared by instance A, redis-server and the load client was ${(core1 * 100).toFixed(0)}% busy (below: where the CPU goes).` : ''}`)
+      if (rd != null) L.push(`- ${one.topics.toLocaleString('en-US')} × 1 on Redis (2 instances) ≥ 0.8× the memory backend: ${ratio(rd, pl, 2)} (${si(rd)} vs ${si(pl)}) — ${verdict(pl != null ? rd >= 0.8 * pl : null)}.${core1 != null ? ` The core shared by instance A, redis-server and the load client was ${(core1 * 100).toFixed(0)}% busy (below: where the CPU goes).` : ''}`)
     }
     if (ten) {
       const pl = tDps(ten, 'plugin')
       const fl = tDps(ten, 'floor')
       const plP = tP99(ten, 'plugin')
       const flP = tP99(ten, 'floor')
-      L.push(`- ${ten.topics.toLocaleString('en-US')} × 10: ≥ 1.3× the floor: ${ratio2(pl, fl)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.3 * fl : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}.`)
+      L.push(`- ${ten.topics.toLocaleString('en-US')} × 10: ≥ 1.3× the floor: ${ratio(pl, fl, 2)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.3 * fl : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}.`)
       const ce = tDps(ten, 'ceiling')
-      if (ce != null && fl != null) L.push(`  The ceiling measured ${ratio2(ce, fl)} the floor in the same run.`)
+      if (ce != null && fl != null) L.push(`  The ceiling measured ${ratio(ce, fl, 2)} the floor in the same run.`)
     }
     L.push('')
   }
@@ -489,7 +486,7 @@ export function writeReport (file, dir) {
       for (const { label, rows: g } of cases) {
         if (!g.length) continue
         const perDeliv = (frac) => median(g.map(r => frac(r) * r.windowMs * 1000 / Math.max(1, r.deliveries)))
-        L.push(`| ${label} | ${pct(median(g.map(r => r.serverCpuFrac)))} | ${pct(median(g.map(r => r.auxCpuFrac[0])))} | ${pct(median(g.map(r => r.auxCpuFrac[1])))} | ${pct(median(g.map(r => r.clientCpuFrac)))} | ${pct(median(g.map(r => r.auxCpuFrac[0] + r.auxCpuFrac[1] + r.clientCpuFrac)))} | ${perDeliv(r => r.serverCpuFrac).toFixed(1)} / ${perDeliv(r => r.auxCpuFrac[0]).toFixed(1)} / ${perDeliv(r => r.auxCpuFrac[1]).toFixed(1)} |`)
+        L.push(`| ${label} | ${pct(median(g.map(r => r.serverCpuFrac)))} | ${pct(median(g.map(r => r.auxCpuFrac[0])))} | ${pct(median(g.map(r => r.auxCpuFrac[1])))} | ${pct(median(g.map(r => r.clientCpuFrac)))} | ${pct(median(g.map(r => r.auxCpuFrac[0] + r.auxCpuFrac[1] + r.clientCpuFrac)))} | ${median(g.map(r => r.cpuUsPerDelivery)).toFixed(1)} / ${perDeliv(r => r.auxCpuFrac[0]).toFixed(1)} / ${perDeliv(r => r.auxCpuFrac[1]).toFixed(1)} |`)
       }
       L.push('')
     }
