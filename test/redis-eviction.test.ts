@@ -79,6 +79,12 @@ t.test('allkeys-lru under pressure: a live stream is exact or reset first, ids n
   const epochs = new Set(log.acked.map(x => x.id.split('-')[0])).size
   const reused = reusedIds(log.acked, clients.map(got))
   t.comment(`evicted keys ${evicted}, acked ${log.acked.length}, refused ${log.refused.size}, epochs ${epochs}, resets per stream ${reports.map(r => r.resets).join(',')}, lost ${reports.reduce((s, r) => s + r.lost, 0)}, ids reused ${reused}`)
+  // Which epoch each reset moved a stream into, and why: a failure of the
+  // bound below says whether the extra reset was into an epoch no acked
+  // publish carried, or a second one into the same epoch.
+  const resetsOf = (c: typeof clients[number]): string => got(c).filter(e => e.event === 'reset')
+    .map(e => `${(e.id ?? '').split('-')[0]}:${(JSON.parse(e.data) as { reason: string }).reason}`).join(' ')
+  t.comment(`acked epochs ${[...new Set(log.acked.map(x => x.id.split('-')[0]))].join(' ')}; resets into ${clients.map(resetsOf).join(' | ')}`)
   t.ok(evicted > 0, 'Redis evicted keys')
   t.equal(reused, 0, 'no id names two events')
   t.same(reports.map(r => r.lost + r.disorder + r.unknown), reports.map(() => 0), 'exact, or reset first')
