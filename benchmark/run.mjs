@@ -6,6 +6,7 @@
 //   options: --systems a,b  --ns 100,1000  --reps 3  --cases fanout,many,slow,targeted  --rates 1000,5000
 //            --shapes 10000x1,1000x10  (targeted case: topics x subscribers per topic)
 //            --window <ms>  (every measured window this long: a short look, not for RESULTS.md)
+//            --warmup <ms>  (every warm-up this long: does a result hold once the server is warm?)
 //            --out <file.jsonl>  --resume <file.jsonl>  --no-pin  --no-report
 //            --profile  (CPU profile of the plugin server: N=10,000 closed loop, or with
 //                        --cases targeted the first targeted shape; --systems x profiles x;
@@ -53,6 +54,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--cases') opt.cases = argv[++i].split(',')
   else if (a === '--shapes') opt.shapes = argv[++i].split(',')
   else if (a === '--window') opt.windowMs = Number(argv[++i])
+  else if (a === '--warmup') opt.warmupMs = Number(argv[++i])
   else if (a === '--inflight') opt.inflight = Number(argv[++i])
   else if (a === '--out') opt.out = argv[++i]
   else if (a === '--resume') opt.resume = argv[++i]
@@ -80,8 +82,8 @@ if (opt.shapes) {
     return M.targeted.shapes.find(sh => sh.topics === topics && sh.n === topics * per) ?? { n: topics * per, topics, skip: ['fastify-sse-v2'] }
   })
 }
-if (opt.windowMs) {
-  const w = (list) => list.map(sc => ({ ...sc, windowMs: opt.windowMs }))
+if (opt.windowMs || opt.warmupMs) {
+  const w = (list) => list.map(sc => ({ ...sc, windowMs: opt.windowMs ?? sc.windowMs, warmupMs: opt.warmupMs ?? sc.warmupMs }))
   M.fanout = w(M.fanout)
   M.many.scenarios = w(M.many.scenarios)
   M.slow.scenarios = w(M.slow.scenarios)
@@ -714,13 +716,14 @@ async function main () {
   const plan = []
   for (let rep = 1; rep <= M.reps; rep++) {
     // Interleaved: every system once per repetition, in a rotated order.
-    const order = systems.map((_, i) => systems[(i + rep - 1) % systems.length])
-    if (cases.has('fanout')) for (const n of M.ns) for (const sys of order) plan.push({ rep, kind: 'fanout', n, topics: 1, sys, scenarios: M.fanout })
-    if (cases.has('many')) for (const sys of order) plan.push({ rep, kind: 'many', n: M.many.n, topics: M.many.topics, sys, scenarios: M.many.scenarios })
-    if (cases.has('slow')) for (const sys of order) plan.push({ rep, kind: 'slow', n: M.slow.n, topics: 1, sys, scenarios: M.slow.scenarios, pluginOptions: M.slow.pluginOptions })
+    const rotated = systems.map((_, i) => systems[(i + rep - 1) % systems.length])
+    const order = (kind) => rotated.filter(sys => sys.cases === undefined || sys.cases.includes(kind))
+    if (cases.has('fanout')) for (const n of M.ns) for (const sys of order('fanout')) plan.push({ rep, kind: 'fanout', n, topics: 1, sys, scenarios: M.fanout })
+    if (cases.has('many')) for (const sys of order('many')) plan.push({ rep, kind: 'many', n: M.many.n, topics: M.many.topics, sys, scenarios: M.many.scenarios })
+    if (cases.has('slow')) for (const sys of order('slow')) plan.push({ rep, kind: 'slow', n: M.slow.n, topics: 1, sys, scenarios: M.slow.scenarios, pluginOptions: M.slow.pluginOptions })
     if (cases.has('targeted')) {
       for (const sh of M.targeted.shapes) {
-        for (const sys of order) {
+        for (const sys of order('targeted')) {
           if (sh.skip?.includes(sys.name)) continue
           plan.push({ rep, kind: 'targeted', n: sh.n, topics: sh.topics, pick: M.targeted.pick, sys, scenarios: M.targeted.scenarios })
         }

@@ -26,12 +26,14 @@ function resolvable (name) {
  * benchmark/servers (peers live in benchmark/node_modules); redis: two
  * instances on a Redis backend (publish to A, subscribe on B); options:
  * plugin options for every case; optional: runs only when named in --systems
- * (a diagnostic variant, not part of the matrix).
+ * (a diagnostic variant, not part of the matrix); cases: the only cases it
+ * runs in (the ceiling on Fastify exists to bound the targeted targets).
  */
 export const SYSTEMS = [
   { name: 'plugin', label: 'fastify-sse-hub (memory)', file: 'plugin.mjs', needs: ['fastify', '@sinclair/typebox'], build: true },
   { name: 'floor', label: 'node:http, write per event (floor)', file: 'floor.mjs', needs: [] },
   { name: 'ceiling', label: 'node:http, one chunk per turn (ceiling)', file: 'ceiling.mjs', needs: [] },
+  { name: 'ceiling-fastify', label: 'Fastify route, one chunk per turn (ceiling on Fastify)', file: 'ceiling-fastify.mjs', needs: ['fastify'], cases: ['targeted'] },
   { name: 'fastify-sse', label: '@fastify/sse', file: 'fastify-sse.mjs', needs: ['@fastify/sse', 'fastify'], peer: true },
   { name: 'better-sse', label: 'better-sse + fastify', file: 'better-sse.mjs', needs: ['better-sse', 'fastify'], peer: true },
   { name: 'fastify-sse-v2', label: 'fastify-sse-v2', file: 'fastify-sse-v2.mjs', needs: ['fastify-sse-v2', 'fastify'], peer: true },

@@ -170,8 +170,12 @@ export function writeReport (file, dir) {
   const { meta, recs } = load(file)
   const idx = index(recs)
   const get = getter(idx)
-  const present = new Set(recs.filter(r => r.system).map(r => r.system))
+  // The targeted case has systems of its own (the ceiling on Fastify): each
+  // part of the report lists only the systems its case ran.
+  const present = new Set(recs.filter(r => r.system && r.case !== 'targeted').map(r => r.system))
   const systems = ORDER.filter(s => present.has(s))
+  const tPresent = new Set(recs.filter(r => r.system && r.case === 'targeted').map(r => r.system))
+  const tSystems = ORDER.filter(s => tPresent.has(s))
   const peers = systems.filter(s => s !== 'plugin')
   const ns = [...new Set(recs.filter(r => r.case === 'fanout' && r.n).map(r => r.n))].sort((a, b) => a - b)
   const m = meta.machine ?? {}
@@ -337,7 +341,7 @@ export function writeReport (file, dir) {
       L.push('')
       L.push('| system | deliveries/s | × floor | × @fastify/sse | server µs/delivery | GC | p50 ms | p99 ms | max ms | RSS MiB | deliveries per write | server CPU | client CPU | other load | ok runs |')
       L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
-      for (const s of systems) {
+      for (const s of tSystems) {
         const runs = tRuns(sh, s)
         if (!runs.length) continue
         const good = ok(runs)
@@ -349,7 +353,7 @@ export function writeReport (file, dir) {
       // The machine's speed drifts between repetitions (and between runs)
       // more than the systems differ here, so the pairs measured minutes
       // apart, in the same repetition, are the sturdier comparison.
-      const pairs = systems.filter(s => s !== 'plugin' && s !== 'plugin-redis').map(s => {
+      const pairs = tSystems.filter(s => s !== 'plugin' && s !== 'plugin-redis').map(s => {
         const theirs = ok(tRuns(sh, s))
         const rs = ok(tRuns(sh, 'plugin')).map(p => {
           const o = theirs.find(r => r.rep === p.rep)
@@ -379,6 +383,8 @@ export function writeReport (file, dir) {
       const rd = tDps(one, 'plugin-redis')
       const ce = tDps(one, 'ceiling')
       if (ce != null && fl != null) L.push(`  The ceiling (one shared chunk per turn, no framework) measured ${ratio(ce, fl, 2)} the floor in the same run.`)
+      const cf = tDps(one, 'ceiling-fastify')
+      if (cf != null && both(fl, fs)) L.push(`  The ceiling on Fastify (the same fan-out behind a Fastify route: no validation, ids or history) measured ${ratio(cf, fl, 2)} the floor and ${ratio(cf, fs, 2)} @fastify/sse.`)
       const core1 = tMed(one, 'plugin-redis', r => Array.isArray(r.auxCpuFrac) ? r.auxCpuFrac[0] + r.auxCpuFrac[1] + r.clientCpuFrac : null)
       if (rd != null) L.push(`- ${one.topics.toLocaleString('en-US')} × 1 on Redis (2 instances) ≥ 0.8× the memory backend: ${ratio(rd, pl, 2)} (${si(rd)} vs ${si(pl)}) — ${verdict(pl != null ? rd >= 0.8 * pl : null)}.${core1 != null ? ` The core shared by instance A, redis-server and the load client was ${(core1 * 100).toFixed(0)}% busy (below: where the CPU goes).` : ''}`)
     }
@@ -390,6 +396,8 @@ export function writeReport (file, dir) {
       L.push(`- ${ten.topics.toLocaleString('en-US')} × 10: ≥ 1.3× the floor: ${ratio(pl, fl, 2)} (${si(pl)} vs ${si(fl)}) — ${verdict(both(pl, fl) ? pl >= 1.3 * fl : null)}; p99 no worse than the floor's: ${msf(plP)} vs ${msf(flP)} ms — ${verdict(both(plP, flP) ? plP <= flP : null)}.`)
       const ce = tDps(ten, 'ceiling')
       if (ce != null && fl != null) L.push(`  The ceiling measured ${ratio(ce, fl, 2)} the floor in the same run.`)
+      const cf = tDps(ten, 'ceiling-fastify')
+      if (cf != null && fl != null) L.push(`  The ceiling on Fastify measured ${ratio(cf, fl, 2)} the floor.`)
     }
     L.push('')
   }
