@@ -83,6 +83,22 @@ function getter (idx) {
 
 const ok = (runs) => runs.filter(r => !r.failed && !r.skipped)
 
+/**
+ * Deliveries/s of `as` ÷ `bs` within each repetition both passed, as
+ * 'median× [min–max]' (null if none). The machine's speed drifts between
+ * repetitions (and runs) more than the systems differ in some cases, so
+ * pairs measured minutes apart, in the same repetition, are the sturdier
+ * comparison than a ratio of medians.
+ */
+function pairwise (as, bs) {
+  const theirs = ok(bs)
+  const rs = ok(as).map(a => {
+    const b = theirs.find(r => r.rep === a.rep)
+    return b ? a.deliveriesPerSec / b.deliveriesPerSec : null
+  }).filter(x => x != null)
+  return rs.length ? `${median(rs).toFixed(2)}× [${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}]` : null
+}
+
 export function summaryTable (file) {
   const { recs } = load(file)
   const lines = ['system          case             N      scenario      deliv/s   events/s   p50 ms  p99 ms  max ms  us/deliv     GC  RSS MiB  client  status']
@@ -250,7 +266,7 @@ export function writeReport (file, dir) {
       const m = dps('fanout', n, 'plugin')
       return `${ratio(r, m)} at N = ${n.toLocaleString('en-US')}`
     }
-    if (rd8 != null) L.push(`- Redis (2 instances), 8 in flight, ≥ 80% of the memory backend's fan-out: ${ratio(rd8, pl8)} (${si(rd8)} vs ${si(pl8)} deliveries/s) — ${verdict(pl8 != null ? rd8 >= 0.8 * pl8 : null)}. At every N: ${ns.map(rdLine).join(', ')}.`)
+    if (rd8 != null) L.push(`- Redis (2 instances), 8 in flight, ≥ 80% of the memory backend's fan-out: ${ratio(rd8, pl8)} (${si(rd8)} vs ${si(pl8)} deliveries/s) — ${verdict(pl8 != null ? rd8 >= 0.8 * pl8 : null)}; within each repetition: ${pairwise(get('fanout', nMax, 'plugin-redis', 'closed', 8), get('fanout', nMax, 'plugin', 'closed', 8)) ?? '–'}. At every N: ${ns.map(rdLine).join(', ')}.`)
     // Issue 15: broadcast stays where it was, beside the targeted work.
     const ce8 = dps('fanout', nMax, 'ceiling')
     const ce1 = med(get('fanout', nMax, 'ceiling', 'latency', 1), r => r.eventsPerSec)
@@ -350,16 +366,9 @@ export function writeReport (file, dir) {
         L.push(`| ${LABEL[s]} | ${mmm(good, r => r.deliveriesPerSec)} | ${s === 'floor' ? '1×' : ratio(v, tDps(sh, 'floor'))} | ${s === 'fastify-sse' ? '1×' : ratio(v, tDps(sh, 'fastify-sse'))} | ${mmm(good, r => r.cpuUsPerDelivery, x => x.toFixed(1))} | ${mmm(good, r => r.gc?.share != null ? r.gc.share * 100 : null, x => x.toFixed(1) + '%')} | ${mmm(lat, r => r.latencyMs.p50, msf)} | ${mmm(lat, r => r.latencyMs.p99, msf)} | ${mmm(lat, r => r.latencyMs.max, msf)} | ${mmm(good, r => r.rssEnd, mib)} | ${mmm(good, r => r.deliveriesPerWrite, x => x.toFixed(2))} | ${mmm(good, r => r.serverCpuFrac * 100, x => x.toFixed(0) + '%')} | ${mmm(good, r => r.clientCpuFrac * 100, x => x.toFixed(0) + '%')} | ${mmm(good, r => r.foreignLoad, x => x.toFixed(2))} | ${good.length}/${runs.length} |`)
       }
       L.push('')
-      // The machine's speed drifts between repetitions (and between runs)
-      // more than the systems differ here, so the pairs measured minutes
-      // apart, in the same repetition, are the sturdier comparison.
       const pairs = tSystems.filter(s => s !== 'plugin' && s !== 'plugin-redis').map(s => {
-        const theirs = ok(tRuns(sh, s))
-        const rs = ok(tRuns(sh, 'plugin')).map(p => {
-          const o = theirs.find(r => r.rep === p.rep)
-          return o ? p.deliveriesPerSec / o.deliveriesPerSec : null
-        }).filter(x => x != null)
-        return rs.length ? `${LABEL[s]} ${median(rs).toFixed(2)}× [${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}]` : null
+        const p = pairwise(tRuns(sh, 'plugin'), tRuns(sh, s))
+        return p ? `${LABEL[s]} ${p}` : null
       }).filter(Boolean)
       if (pairs.length) L.push(`Plugin ÷ each system within the same repetition (median [min–max] over repetitions): ${pairs.join('; ')}.`)
       L.push('')
@@ -384,7 +393,7 @@ export function writeReport (file, dir) {
       const ce = tDps(one, 'ceiling')
       if (ce != null && fl != null) L.push(`  The ceiling (one shared chunk per turn, no framework) measured ${ratio(ce, fl, 2)} the floor in the same run.`)
       const cf = tDps(one, 'ceiling-fastify')
-      if (cf != null && both(fl, fs)) L.push(`  The ceiling on Fastify (the same fan-out behind a Fastify route: no validation, ids or history) measured ${ratio(cf, fl, 2)} the floor and ${ratio(cf, fs, 2)} @fastify/sse.`)
+      if (cf != null && both(fl, fs)) L.push(`  The ceiling on Fastify (the same fan-out behind a Fastify route: no validation, ids or history) measured ${ratio(cf, fl, 2)} the floor and ${ratio(cf, fs, 2)} @fastify/sse; within each repetition ${pairwise(tRuns(one, 'ceiling-fastify'), tRuns(one, 'floor'))} and ${pairwise(tRuns(one, 'ceiling-fastify'), tRuns(one, 'fastify-sse'))}.`)
       const core1 = tMed(one, 'plugin-redis', r => Array.isArray(r.auxCpuFrac) ? r.auxCpuFrac[0] + r.auxCpuFrac[1] + r.clientCpuFrac : null)
       if (rd != null) L.push(`- ${one.topics.toLocaleString('en-US')} × 1 on Redis (2 instances) ≥ 0.8× the memory backend: ${ratio(rd, pl, 2)} (${si(rd)} vs ${si(pl)}) — ${verdict(pl != null ? rd >= 0.8 * pl : null)}.${core1 != null ? ` The core shared by instance A, redis-server and the load client was ${(core1 * 100).toFixed(0)}% busy (below: where the CPU goes).` : ''}`)
     }
@@ -397,7 +406,7 @@ export function writeReport (file, dir) {
       const ce = tDps(ten, 'ceiling')
       if (ce != null && fl != null) L.push(`  The ceiling measured ${ratio(ce, fl, 2)} the floor in the same run.`)
       const cf = tDps(ten, 'ceiling-fastify')
-      if (cf != null && fl != null) L.push(`  The ceiling on Fastify measured ${ratio(cf, fl, 2)} the floor.`)
+      if (cf != null && fl != null) L.push(`  The ceiling on Fastify measured ${ratio(cf, fl, 2)} the floor; within each repetition ${pairwise(tRuns(ten, 'ceiling-fastify'), tRuns(ten, 'floor'))}.`)
     }
     L.push('')
   }
