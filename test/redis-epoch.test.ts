@@ -4,7 +4,7 @@
 // resume), and FLUSHALL with publishes in flight costs each stream one
 // reset per epoch change, not one per publish in flight.
 import t from 'tap'
-import { RedisServer, redisSkip, checkSequence, reusedIds } from './helpers/redis.js'
+import { RedisServer, redisSkip, checkSequence, reusedIds, epochOf, epochsOf } from './helpers/redis.js'
 import { oracle, roomsApp, got, startOf } from './helpers/redis-app.js'
 import type { SseClient } from './helpers/index.js'
 
@@ -59,7 +59,7 @@ t.test('a restart from an older RDB snapshot: no id names two events, every stre
   t.same(reports.map(r => r.lost), reports.map(() => 0), 'no subscriber silently lost an event')
   t.same(reports.map(r => r.disorder + r.unknown), reports.map(() => 0), 'nothing out of order or from nowhere')
   t.same(reports.map(r => r.resets), reports.map(() => 1), 'each stream got exactly one reset')
-  t.not(end.id.split('-')[0], before.split('-')[0], 'publishes after the restart carry a new epoch')
+  t.not(epochOf(end.id), epochOf(before), 'publishes after the restart carry a new epoch')
   t.equal(back.events[0]?.event, 'reset', 'a resume from the lost range gets reset')
   t.match(JSON.parse(back.events[0]?.data ?? '{}'), { reason: 'epoch', lastEventId: resumeFrom })
   const switches = [...a.logs, ...b.logs].filter(l => /new epoch/.test(l.msg)).length
@@ -91,7 +91,7 @@ t.test('FLUSHALL with publishes in flight: one reset per stream per epoch change
     for (let i = 0; i < 50; i++, n++) batch.push((n % 2 === 0 ? a : b).publish(n % 3 === 0 ? 'b' : 'a', n))
     await Promise.all(batch)
   }
-  const epochs = new Set(log.acked.map(x => x.id.split('-')[0]))
+  const epochs = epochsOf(log.acked)
   // Wait until every client has the newest epoch's last event.
   const newest = log.acked.filter(x => x.id.startsWith([...epochs].pop() as string))
   const tail = newest.reduce((m, x) => Number(x.id.split('-')[1]) > Number(m.id.split('-')[1]) ? x : m)
@@ -101,7 +101,7 @@ t.test('FLUSHALL with publishes in flight: one reset per stream per epoch change
   t.comment(`acked ${log.acked.length}, refused ${log.refused.size} (${[...new Set(log.refused.values())].join(',')}), epochs ${epochs.size}, resets per stream ${resets.join(',')}, lost ${reports.reduce((s, r) => s + r.lost, 0)}`)
   // An epoch can come and go with no acknowledged publish in it (a flush
   // right after the one that made it): the resets name it all the same.
-  const named = new Set([...epochs, ...clients.flatMap(c => c.events.filter(e => e.event === 'reset').map(e => String(e.id).split('-')[0]))])
+  const named = new Set([...epochs, ...clients.flatMap(c => c.events.filter(e => e.event === 'reset').map(e => epochOf(String(e.id))))])
   t.ok(named.size >= 2 && named.size <= FLUSHES + 1, `a new epoch per flush (${named.size - 1} for ${FLUSHES})`)
   t.ok(resets.every(r => r === named.size - 1), `each stream got one reset per epoch change (${named.size - 1})`)
   t.same(reports.map(r => r.lost + r.disorder + r.unknown), reports.map(() => 0), 'exact between resets')
@@ -131,6 +131,6 @@ t.test('AOF appendfsync always: kill -9 and restart loses nothing: same epoch, n
     return c.until('the last event', () => c.events.some(e => e.id === last?.id), 5_000).catch(() => {})
   }))
   const reports = clients.map((c, i) => checkSequence(got(c), log.acked, topics[i], startOf(c), new Set(log.refused.keys())))
-  t.equal(new Set(log.acked.map(x => x.id.split('-')[0])).size, 1, 'one epoch throughout')
+  t.equal(epochsOf(log.acked).size, 1, 'one epoch throughout')
   t.same(reports.map(r => r.lost + r.disorder + r.unknown + r.resets), reports.map(() => 0), 'exact, no reset')
 })

@@ -5,7 +5,7 @@
 // new epoch. The backend warns once at start when the policy is not
 // noeviction.
 import t from 'tap'
-import { RedisServer, redisSkip, checkSequence, reusedIds } from './helpers/redis.js'
+import { RedisServer, redisSkip, checkSequence, reusedIds, epochOf, epochsOf } from './helpers/redis.js'
 import { oracle, roomsApp, got, startOf } from './helpers/redis-app.js'
 
 const skip = redisSkip()
@@ -67,7 +67,7 @@ t.test('allkeys-lru under pressure: a live stream is exact or reset first, ids n
       const app = n % 2 === 0 ? a : b
       // Mostly filler with big payloads on many topics, some on the followed ones.
       if (i % 8 === 0) batch.push(app.publish(n % 3 === 0 ? 'b' : 'a', n))
-      else batch.push(app.room.topic({ id: `f${n % 500}` }).publish('e', { n, pad: PAD } as never).then(id => fillerEpochs.add(id.split('-')[0]), () => {}))
+      else batch.push(app.room.topic({ id: `f${n % 500}` }).publish('e', { n, pad: PAD } as never).then(id => fillerEpochs.add(epochOf(id)), () => {}))
     }
     await Promise.all(batch)
   }
@@ -79,7 +79,7 @@ t.test('allkeys-lru under pressure: a live stream is exact or reset first, ids n
     return c.until('the last event', () => c.events.some(e => e.id === last?.id), 5_000).catch(() => {})
   }))
   const reports = clients.map((c, i) => checkSequence(got(c), log.acked, topics[i], startOf(c), new Set(log.refused.keys())))
-  const acked = new Set(log.acked.map(x => x.id.split('-')[0]))
+  const acked = epochsOf(log.acked)
   const epochs = new Set([...acked, ...fillerEpochs]).size
   const reused = reusedIds(log.acked, clients.map(got))
   t.comment(`evicted keys ${evicted}, acked ${log.acked.length}, refused ${log.refused.size}, epochs ${epochs}, resets per stream ${reports.map(r => r.resets).join(',')}, lost ${reports.reduce((s, r) => s + r.lost, 0)}, ids reused ${reused}`)
@@ -87,7 +87,7 @@ t.test('allkeys-lru under pressure: a live stream is exact or reset first, ids n
   // bound below says whether the extra reset was into an epoch no acked
   // publish carried, or a second one into the same epoch.
   const resetsOf = (c: typeof clients[number]): string => got(c).filter(e => e.event === 'reset')
-    .map(e => `${(e.id ?? '').split('-')[0]}:${(JSON.parse(e.data) as { reason: string }).reason}`).join(' ')
+    .map(e => `${epochOf(e.id ?? '')}:${(JSON.parse(e.data) as { reason: string }).reason}`).join(' ')
   t.comment(`acked epochs ${[...acked].join(' ')}; filler only ${[...fillerEpochs].filter(e => !acked.has(e)).join(' ') || 'none'}; resets into ${clients.map(resetsOf).join(' | ')}`)
   t.ok(evicted > 0, 'Redis evicted keys')
   t.equal(reused, 0, 'no id names two events')
@@ -113,13 +113,13 @@ t.test('an evicted epoch or seq key alone is restored (no reset, no reused id); 
   await some()
   await admin.del('{sse}:epoch', '{sse}:seq')
   await some()
-  const epochsBefore = new Set(log.acked.map(x => x.id.split('-')[0])).size
+  const epochsBefore = epochsOf(log.acked).size
   await admin.del('{sse}:epoch', '{sse}:tops')
   await some()
   const last = log.acked[log.acked.length - 1]
   await client.until('the last event', () => client.events.some(e => e.id === last.id), 5_000).catch(() => {})
   const report = checkSequence(got(client), log.acked, ['a', 'b'], startOf(client), new Set(log.refused.keys()))
-  const epochs = new Set(log.acked.map(x => x.id.split('-')[0])).size
+  const epochs = epochsOf(log.acked).size
   t.comment(`epochs ${epochsBefore} then ${epochs}, resets ${report.resets}, lost ${report.lost}, ids reused ${reusedIds(log.acked, [got(client)])}`)
   t.equal(epochsBefore, 1, 'epoch and seq keys evicted (alone or together) keep the epoch')
   t.equal(epochs, 2, 'epoch and marks evicted: one new epoch')

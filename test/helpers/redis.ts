@@ -246,6 +246,16 @@ export function checkSequence (got: Got[], acked: Acked[], topics: string[], sta
 }
 
 /** Ids that name two different payloads across everything seen (acknowledged publishes and every client's events). */
+/** The epoch an event id names (the part before its first '-'). */
+export function epochOf (id: string): string {
+  return id.split('-')[0]
+}
+
+/** The distinct epochs of these acknowledged publishes. */
+export function epochsOf (acked: Acked[]): Set<string> {
+  return new Set(acked.map(x => epochOf(x.id)))
+}
+
 export function reusedIds (acked: Acked[], clients: Got[][]): number {
   const byId = new Map<string, string>()
   const reused = new Set<string>()
