@@ -83,6 +83,9 @@ function getter (idx) {
 
 const ok = (runs) => runs.filter(r => !r.failed && !r.skipped)
 
+/** A Redis-variant run: the share of one core that instance A, redis-server and the load client took (they share core 1). */
+const sharedCore = (r) => r.auxCpuFrac[0] + r.auxCpuFrac[1] + r.clientCpuFrac
+
 /**
  * Deliveries/s of `as` ÷ `bs` within each repetition both passed, as
  * 'median× [min–max]' (null if none). The machine's speed drifts between
@@ -394,7 +397,7 @@ export function writeReport (file, dir) {
       if (ce != null && fl != null) L.push(`  The ceiling (one shared chunk per turn, no framework) measured ${ratio(ce, fl, 2)} the floor in the same run.`)
       const cf = tDps(one, 'ceiling-fastify')
       if (cf != null && both(fl, fs)) L.push(`  The ceiling on Fastify (the same fan-out behind a Fastify route: no validation, ids or history) measured ${ratio(cf, fl, 2)} the floor and ${ratio(cf, fs, 2)} @fastify/sse; within each repetition ${pairwise(tRuns(one, 'ceiling-fastify'), tRuns(one, 'floor'))} and ${pairwise(tRuns(one, 'ceiling-fastify'), tRuns(one, 'fastify-sse'))}.`)
-      const core1 = tMed(one, 'plugin-redis', r => Array.isArray(r.auxCpuFrac) ? r.auxCpuFrac[0] + r.auxCpuFrac[1] + r.clientCpuFrac : null)
+      const core1 = tMed(one, 'plugin-redis', r => Array.isArray(r.auxCpuFrac) ? sharedCore(r) : null)
       if (rd != null) L.push(`- ${one.topics.toLocaleString('en-US')} × 1 on Redis (2 instances) ≥ 0.8× the memory backend: ${ratio(rd, pl, 2)} (${si(rd)} vs ${si(pl)}) — ${verdict(pl != null ? rd >= 0.8 * pl : null)}.${core1 != null ? ` The core shared by instance A, redis-server and the load client was ${(core1 * 100).toFixed(0)}% busy (below: where the CPU goes).` : ''}`)
     }
     if (ten) {
@@ -503,7 +506,7 @@ export function writeReport (file, dir) {
       for (const { label, rows: g } of cases) {
         if (!g.length) continue
         const perDeliv = (frac) => median(g.map(r => frac(r) * r.windowMs * 1000 / Math.max(1, r.deliveries)))
-        L.push(`| ${label} | ${pct(median(g.map(r => r.serverCpuFrac)))} | ${pct(median(g.map(r => r.auxCpuFrac[0])))} | ${pct(median(g.map(r => r.auxCpuFrac[1])))} | ${pct(median(g.map(r => r.clientCpuFrac)))} | ${pct(median(g.map(r => r.auxCpuFrac[0] + r.auxCpuFrac[1] + r.clientCpuFrac)))} | ${median(g.map(r => r.cpuUsPerDelivery)).toFixed(1)} / ${perDeliv(r => r.auxCpuFrac[0]).toFixed(1)} / ${perDeliv(r => r.auxCpuFrac[1]).toFixed(1)} |`)
+        L.push(`| ${label} | ${pct(median(g.map(r => r.serverCpuFrac)))} | ${pct(median(g.map(r => r.auxCpuFrac[0])))} | ${pct(median(g.map(r => r.auxCpuFrac[1])))} | ${pct(median(g.map(r => r.clientCpuFrac)))} | ${pct(median(g.map(sharedCore)))} | ${median(g.map(r => r.cpuUsPerDelivery)).toFixed(1)} / ${perDeliv(r => r.auxCpuFrac[0]).toFixed(1)} / ${perDeliv(r => r.auxCpuFrac[1]).toFixed(1)} |`)
       }
       L.push('')
     }
